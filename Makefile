@@ -1,0 +1,52 @@
+# scimsync: `make run` to try it, `make test` to test it. Everything runs on 127.0.0.1.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STACK := deploy/local/stack
+export DATABASE_URL ?= postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync
+export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:59092
+
+.PHONY: install run test unit lint bench stack-up stack-down stack-status migrate clean
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+migrate: install stack-up
+	$(BIN)/scimsync migrate
+
+## run: the local stack, migrations, every process, and the demo tenant's SCIM Base URL and token.
+run: install stack-up migrate
+	deploy/local/run
+
+## test: the whole suite against the real Postgres and Kafka of the local stack.
+test: install stack-up
+	$(BIN)/pytest
+
+## unit: the pure tests only (no I/O, seconds).
+unit: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install stack-up migrate
+	$(BIN)/python -m bench
+
+clean: stack-down
+	rm -rf $(VENV) deploy/local/.state

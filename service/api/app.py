@@ -1,0 +1,75 @@
+"""The API's composition root: builds the Starlette app and wires its dependencies at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+
+from service import logs, readiness
+from service.api import discovery, health, users
+from service.api.errors import HANDLERS
+from service.api.middleware import RequestContext, TenantAuth
+from service.settings import Settings
+from service.store.audit import AuditLog
+from service.store.pool import create_pool
+from service.store.tenants import TenantDirectory
+
+log = logs.get(__name__)
+
+
+@dataclass
+class Dependencies:
+    """What endpoints and middleware use; filled in when the app starts."""
+
+    settings: Settings
+    pool: Any = None
+    tenants: Any = None
+    audit: Any = None
+    kafka: Any = field(default=None)
+
+    async def readiness(self) -> dict[str, str | None]:
+        db, kafka = await asyncio.gather(readiness.postgres(self.pool), self.kafka.check())
+        return {"postgres": db, "kafka": kafka}
+
+
+def create_app(settings: Settings) -> Starlette:
+    deps = Dependencies(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        deps.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        deps.tenants = TenantDirectory(deps.pool)
+        deps.audit = AuditLog(deps.pool)
+        deps.kafka = readiness.KafkaProbe(settings.kafka_bootstrap_servers)
+        await deps.tenants.start()
+        await deps.audit.start()
+        log.info("api.started", public_url=settings.public_url)
+        try:
+            yield
+        finally:
+            await deps.audit.stop()
+            await deps.tenants.stop()
+            await deps.kafka.close()
+            await deps.pool.close()
+            log.info("api.stopped")
+
+    scim = Mount(
+        "/scim/v2/{tenant_id}",
+        routes=[*users.routes, *discovery.routes],
+        middleware=[Middleware(TenantAuth, deps=deps)],
+    )
+    app = Starlette(
+        routes=[*health.routes, scim],
+        middleware=[Middleware(RequestContext, deps=deps)],
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.deps = deps
+    return app

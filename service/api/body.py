@@ -1,0 +1,35 @@
+"""Reading a request body: media type, size limit and JSON syntax, each with its SCIM error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from service.domain.errors import InvalidSyntax, PayloadTooLarge, UnsupportedMediaType
+
+_ACCEPTED = ("application/scim+json", "application/json")
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    content_type = request.headers.get("content-type")
+    # A missing Content-Type is tolerated (some clients omit it); a different one is refused.
+    if content_type is not None and content_type.split(";")[0].strip().lower() not in _ACCEPTED:
+        raise UnsupportedMediaType(f"Content-Type must be application/scim+json, got {content_type}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSyntax(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidSyntax("Request body must be a JSON object")
+    return body

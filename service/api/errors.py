@@ -1,0 +1,42 @@
+"""The one place that turns errors into RFC 7644 §3.12 error bodies. No stack trace ever leaves here."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import logs
+from service.api.responses import ScimResponse
+from service.domain.errors import ScimError
+from service.domain.schema import ERROR
+
+log = logs.get(__name__)
+
+
+def error_response(
+    status: int, detail: str, scim_type: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    body: dict[str, object] = {"schemas": [ERROR], "status": str(status), "detail": detail}
+    if scim_type:
+        body["scimType"] = scim_type
+    return ScimResponse(body, status_code=status, headers=headers)
+
+
+async def scim_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ScimError)
+    headers = {"WWW-Authenticate": 'Bearer realm="scimsync"'} if exc.status == 401 else None
+    return error_response(exc.status, exc.detail, exc.scim_type, headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (no such method), in SCIM form."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    detail = {404: "No such endpoint", 405: f"Method {request.method} not allowed here"}.get(
+        exc.status_code, exc.detail
+    )
+    return error_response(exc.status_code, detail, headers=headers)
+
+
+HANDLERS = {ScimError: scim_error, HTTPException: http_error}

@@ -1,0 +1,169 @@
+"""`scimsync ...`: every process and admin command. Settings are read once here, per invocation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from service import logs
+from service.domain.tenants import token_matches
+from service.settings import Settings, SettingsError
+from service.store import migrator, tenants
+from service.store.pool import connect
+
+
+def _print(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _tenant_json(settings: Settings, tenant: Any, token: str | None = None) -> dict[str, Any]:
+    out = {
+        "id": tenant.id,
+        "name": tenant.name,
+        "enabled": tenant.enabled,
+        "scim_base_url": settings.scim_base_url(tenant.id),
+    }
+    if token is not None:
+        out["token"] = token
+    return out
+
+
+async def _with_conn(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    conn = await connect(settings.database_url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: Any) -> int:
+        applied = await migrator.migrate(conn)
+        _print({"applied": applied})
+        return 0
+
+    return await _with_conn(settings, work)
+
+
+async def cmd_tenants(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: Any) -> int:
+        if args.action == "create":
+            tenant, token = await tenants.create(conn, args.name)
+            _print(_tenant_json(settings, tenant, token))
+        elif args.action == "list":
+            _print([_tenant_json(settings, t) for t in await tenants.list_all(conn)])
+        elif args.action == "rotate-token":
+            token = await tenants.rotate_token(conn, args.id)
+            if token is None:
+                return _missing(args.id)
+            _print({"id": args.id, "token": token})
+        else:
+            if not await tenants.set_enabled(conn, args.id, args.action == "enable"):
+                return _missing(args.id)
+            tenant = await tenants.get(conn, args.id)
+            _print(_tenant_json(settings, tenant))
+        return 0
+
+    return await _with_conn(settings, work)
+
+
+async def cmd_demo_tenant(settings: Settings, args: argparse.Namespace) -> int:
+    """Ensure the demo tenant of `make run` exists and print its base URL and token.
+
+    The token is kept in a local file (it is stored hashed in Postgres); if the file is missing or stale
+    the token is rotated, so the printed token always works.
+    """
+    token_file = Path(args.token_file)
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_by_name(conn, args.name)
+        token = token_file.read_text().strip() if token_file.exists() else None
+        if tenant is None:
+            tenant, token = await tenants.create(conn, args.name)
+        elif token is None or not token_matches(token, tenant.token_hash):
+            token = await tenants.rotate_token(conn, tenant.id)
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(str(token))
+        token_file.chmod(0o600)
+        _print(_tenant_json(settings, tenant, token))
+        return 0
+
+    return await _with_conn(settings, work)
+
+
+def _missing(tenant_id: str) -> int:
+    sys.stderr.write(f"scimsync: no tenant {tenant_id}\n")
+    return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="scimsync", description="SCIM 2.0 provisioning service")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="serve the SCIM API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=cmd_api, is_async=False)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate, is_async=True)
+
+    ten = sub.add_parser("tenants", help="manage tenants (Admin > User provisioning)")
+    ten_sub = ten.add_subparsers(dest="action", required=True)
+    ten_sub.add_parser("create", help="create a tenant; prints its token once").add_argument("name")
+    ten_sub.add_parser("list", help="list tenants")
+    for action in ("rotate-token", "enable", "disable"):
+        ten_sub.add_parser(action).add_argument("id")
+    ten.set_defaults(run=cmd_tenants, is_async=True)
+
+    demo = sub.add_parser("demo-tenant", help="ensure the local demo tenant exists; print its URL and token")
+    demo.add_argument("--name", default="demo")
+    demo.add_argument("--token-file", default="deploy/local/.state/demo-token")
+    demo.set_defaults(run=cmd_demo_tenant, is_async=True)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"scimsync: {exc}\n")
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        if args.is_async:
+            result: int = asyncio.run(args.run(settings, args))
+            return result
+        return int(args.run(settings, args))
+    except (OSError, asyncpg.PostgresError) as exc:
+        sys.stderr.write(f"scimsync: cannot use the database ({type(exc).__name__}: {exc})\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

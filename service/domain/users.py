@@ -1,0 +1,110 @@
+"""Users: the record we keep, its SCIM representation, and which lifecycle event a change is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from service.domain.errors import InvalidValue, PreconditionFailed
+from service.domain.resource import present_schemas
+
+CREATED = "user.created"
+UPDATED = "user.updated"
+DEACTIVATED = "user.deactivated"
+REACTIVATED = "user.reactivated"
+DELETED = "user.deleted"
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: str
+    resource: dict[str, Any]  # the canonical SCIM attributes (domain/resource.py), no id/meta/schemas
+    version: int
+    created: datetime
+    last_modified: datetime
+
+    @property
+    def user_name(self) -> str:
+        return str(self.resource["userName"])
+
+    @property
+    def external_id(self) -> str | None:
+        value = self.resource.get("externalId")
+        return None if value is None else str(value)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.resource.get("active", True))
+
+
+def prepare_new(resource: dict[str, Any]) -> dict[str, Any]:
+    """A user as created: userName required, `active` explicit (true unless the client said otherwise)."""
+    user_name = resource.get("userName")
+    if not isinstance(user_name, str) or not user_name.strip():
+        raise InvalidValue("userName is required")
+    return {**resource, "active": resource.get("active", True)}
+
+
+def prepare_replacement(current: UserRecord, resource: dict[str, Any]) -> dict[str, Any]:
+    """A PUT replaces every attribute, except that omitting `active` keeps it: a profile sync that
+    leaves `active` out must never reactivate a leaver."""
+    replacement = prepare_new({**resource, "active": resource.get("active", current.active)})
+    return replacement
+
+
+def check_version(current: UserRecord, if_match: str | None) -> None:
+    """RFC 7644 §3.14: If-Match with a different version → 412. `*` matches any version."""
+    if if_match is None:
+        return
+    wanted = [tag.strip() for tag in if_match.split(",")]
+    if "*" in wanted or etag(current.version) in wanted or f'"{current.version}"' in wanted:
+        return
+    raise PreconditionFailed(f"version {etag(current.version)} does not match If-Match {if_match}")
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def render(record: UserRecord, base_url: str) -> dict[str, Any]:
+    """The SCIM representation (RFC 7643 §4.1) of a stored user."""
+    return {
+        "schemas": present_schemas(record.resource),
+        "id": record.id,
+        **record.resource,
+        "meta": {
+            "resourceType": "User",
+            "created": _iso(record.created),
+            "lastModified": _iso(record.last_modified),
+            "location": f"{base_url}/Users/{record.id}",
+            "version": etag(record.version),
+        },
+    }
+
+
+def event_type(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:
+    """The event a change is, or None when nothing changed (no event, no new version)."""
+    if before is None:
+        return CREATED
+    if after is None:
+        return DELETED
+    if before == after:
+        return None
+    was, now = bool(before.get("active", True)), bool(after.get("active", True))
+    if was and not now:
+        return DEACTIVATED
+    if now and not was:
+        return REACTIVATED
+    return UPDATED
+
+
+def event_data(user_id: str, resource: dict[str, Any] | None) -> dict[str, Any]:
+    """The snapshot an event carries: the user after the change; only the id once deleted."""
+    if resource is None:
+        return {"id": user_id}
+    return {"id": user_id, **resource}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

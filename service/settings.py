@@ -1,0 +1,91 @@
+"""Settings from the environment: one frozen object, read once in each entry point.
+
+Defaults point at the local stack (`deploy/local/stack up`), so `make run` needs no configuration.
+A bad value stops the process at start-up with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+LOCAL_DATABASE_URL = "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync"
+LOCAL_KAFKA = "127.0.0.1:59092"
+
+
+class SettingsError(ValueError):
+    """A setting that can't be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = LOCAL_DATABASE_URL
+    kafka_bootstrap_servers: str = LOCAL_KAFKA
+    public_url: str = "http://127.0.0.1:8000"
+    log_level: str = "info"
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    max_body_bytes: int = 1_048_576
+    max_page_size: int = 1000
+    user_topic: str = "user-lifecycle.v1"
+    topic_partitions: int = 6
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        settings = cls(
+            database_url=env.get("DATABASE_URL", cls.database_url),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
+            public_url=env.get("SCIMSYNC_PUBLIC_URL", cls.public_url).rstrip("/"),
+            log_level=env.get("SCIMSYNC_LOG_LEVEL", cls.log_level).lower(),
+            db_pool_min=_int(env, "SCIMSYNC_DB_POOL_MIN", cls.db_pool_min, minimum=0),
+            db_pool_max=_int(env, "SCIMSYNC_DB_POOL_MAX", cls.db_pool_max, minimum=1),
+            max_body_bytes=_int(env, "SCIMSYNC_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            max_page_size=_int(env, "SCIMSYNC_MAX_PAGE_SIZE", cls.max_page_size, minimum=1),
+            user_topic=env.get("SCIMSYNC_USER_TOPIC", cls.user_topic),
+            topic_partitions=_int(env, "SCIMSYNC_TOPIC_PARTITIONS", cls.topic_partitions, minimum=1),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        db = urlsplit(self.database_url)
+        if db.scheme not in ("postgresql", "postgres") or not db.hostname:
+            raise SettingsError(f"DATABASE_URL must look like postgresql://user:pass@host:port/db, got {_redact(self)}")
+        for server in self.kafka_bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port], got {server!r}")
+        public = urlsplit(self.public_url)
+        if public.scheme not in ("http", "https") or not public.netloc:
+            raise SettingsError(f"SCIMSYNC_PUBLIC_URL must be an absolute http(s) URL, got {self.public_url!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
+        if self.db_pool_min > self.db_pool_max:
+            raise SettingsError("SCIMSYNC_DB_POOL_MIN must not exceed SCIMSYNC_DB_POOL_MAX")
+
+    def scim_base_url(self, tenant_id: str) -> str:
+        return f"{self.public_url}/scim/v2/{tenant_id}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _redact(settings: Settings) -> str:
+    """The database URL without its password, for error messages."""
+    parts = urlsplit(settings.database_url)
+    if parts.password:
+        return settings.database_url.replace(f":{parts.password}@", ":***@")
+    return settings.database_url

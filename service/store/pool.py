@@ -1,0 +1,32 @@
+"""The asyncpg pool: jsonb travels as orjson bytes, statements are prepared and cached by asyncpg."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda value: b"\x01" + orjson.dumps(value),
+        decoder=lambda data: orjson.loads(data[1:]),
+        format="binary",
+    )
+
+
+async def create_pool(database_url: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=_init, command_timeout=30
+    )
+    return pool
+
+
+async def connect(database_url: str) -> Any:
+    """One connection with the same codecs, for CLI commands and tests."""
+    conn = await asyncpg.connect(database_url)
+    await _init(conn)
+    return conn

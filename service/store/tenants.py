@@ -1,0 +1,111 @@
+"""Tenants in Postgres, and the API's read-through cache of them.
+
+The cache is invalidated by NOTIFY on every change (rotate, enable, disable), so a rotated token stops
+working at once, while a normal request costs no extra round trip.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from service.domain.tenants import Tenant, hash_token, new_token
+
+CHANNEL = "scimsync_tenants"
+_TTL_SECONDS = 30.0  # a safety net only: NOTIFY is what makes changes visible immediately
+
+
+def _tenant(row: Any) -> Tenant:
+    return Tenant(id=str(row["id"]), name=row["name"], enabled=row["enabled"], token_hash=bytes(row["token_hash"]))
+
+
+async def create(conn: Any, name: str) -> tuple[Tenant, str]:
+    token = new_token()
+    row = await conn.fetchrow(
+        "INSERT INTO tenants (id, name, token_hash) VALUES ($1, $2, $3) RETURNING *",
+        uuid.uuid4(),
+        name,
+        hash_token(token),
+    )
+    return _tenant(row), token
+
+
+def _key(tenant_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(tenant_id)
+    except ValueError:
+        return None
+
+
+async def get(conn: Any, tenant_id: str) -> Tenant | None:
+    key = _key(tenant_id)
+    if key is None:
+        return None
+    row = await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", key)
+    return _tenant(row) if row else None
+
+
+async def find_by_name(conn: Any, name: str) -> Tenant | None:
+    row = await conn.fetchrow("SELECT * FROM tenants WHERE name = $1 ORDER BY created_at LIMIT 1", name)
+    return _tenant(row) if row else None
+
+
+async def list_all(conn: Any) -> list[Tenant]:
+    return [_tenant(r) for r in await conn.fetch("SELECT * FROM tenants ORDER BY created_at")]
+
+
+async def rotate_token(conn: Any, tenant_id: str) -> str | None:
+    token, key = new_token(), _key(tenant_id)
+    if key is None:
+        return None
+    async with conn.transaction():
+        done = await conn.execute("UPDATE tenants SET token_hash = $2 WHERE id = $1", key, hash_token(token))
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, tenant_id)
+    return token if done == "UPDATE 1" else None
+
+
+async def set_enabled(conn: Any, tenant_id: str, enabled: bool) -> bool:
+    key = _key(tenant_id)
+    if key is None:
+        return False
+    async with conn.transaction():
+        done = await conn.execute("UPDATE tenants SET enabled = $2 WHERE id = $1", key, enabled)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, tenant_id)
+    return bool(done == "UPDATE 1")
+
+
+class TenantDirectory:
+    """Tenants by id for the API, cached, dropped from the cache when Postgres says they changed."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._cache: dict[str, tuple[float, Tenant | None]] = {}
+        self._listener: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        self._listener = await self._pool.acquire()
+        await self._listener.add_listener(CHANNEL, self._changed)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.remove_listener(CHANNEL, self._changed)
+            await self._pool.release(self._listener)
+            self._listener = None
+
+    def _changed(self, _conn: Any, _pid: int, _channel: str, tenant_id: str) -> None:
+        self._cache.pop(tenant_id, None)
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        now = time.monotonic()
+        hit = self._cache.get(tenant_id)
+        if hit is not None and now - hit[0] < _TTL_SECONDS:
+            return hit[1]
+        async with self._pool.acquire() as conn:
+            tenant = await get(conn, tenant_id)
+        self._cache[tenant_id] = (now, tenant)
+        if len(self._cache) > 10_000:  # bounded: ids from the URL are attacker-chosen
+            self._cache.clear()
+        return tenant

@@ -1,0 +1,202 @@
+"""Users in Postgres. Every write commits the user row and its event (the outbox row) together.
+
+Creates and deletes are one statement each (`WITH … INSERT INTO events`): one round trip, atomic.
+Updates lock the row, let the domain compute the new state, and write row and event in one statement.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from service.domain import users as domain
+from service.domain.errors import NotFound, Uniqueness
+from service.domain.filter import Expr
+from service.domain.schema import AttrRef
+from service.domain.users import UserRecord
+from service.store.filter_sql import order_sql, to_sql
+
+_COLUMNS = "id, resource, version, created_at, updated_at"
+
+_CREATE = """
+WITH u AS (
+    INSERT INTO users (tenant_id, id, user_name, external_id, active, version, resource, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7)
+    RETURNING id
+)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+SELECT $8, $1, 'user', u.id, 'user.created', 1, $7, $9 FROM u
+"""
+
+_UPDATE = """
+WITH u AS (
+    UPDATE users SET user_name = $3, external_id = $4, active = $5, resource = $6, version = $7, updated_at = $8
+    WHERE tenant_id = $1 AND id = $2
+    RETURNING id
+)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+SELECT $9, $1, 'user', u.id, $10, $7, $8, $11 FROM u
+"""
+
+_DELETE = """
+WITH u AS (
+    DELETE FROM users WHERE tenant_id = $1 AND id = $2 RETURNING id, version
+)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+SELECT $3, $1, 'user', u.id, 'user.deleted', u.version + 1, $4, jsonb_build_object('id', u.id::text) FROM u
+"""
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    users: list[UserRecord]
+
+
+def _record(row: Any) -> UserRecord:
+    return UserRecord(
+        id=str(row["id"]),
+        resource=row["resource"],
+        version=row["version"],
+        created=row["created_at"],
+        last_modified=row["updated_at"],
+    )
+
+
+def _uuid(value: str) -> uuid.UUID:
+    """An id from a URL; anything that is not a uuid can't name a user of ours."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"User {value} not found") from None
+
+
+def _uniqueness(resource: dict[str, Any]) -> Uniqueness:
+    # Never echo the userName back into logs; the client knows what it sent.
+    return Uniqueness("userName is already taken in this tenant")
+
+
+async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any]) -> UserRecord:
+    user_id, now = uuid.uuid4(), datetime.now(UTC)
+    try:
+        await pool.execute(
+            _CREATE,
+            uuid.UUID(tenant_id),
+            user_id,
+            resource["userName"],
+            resource.get("externalId"),
+            resource["active"],
+            resource,
+            now,
+            uuid.uuid4(),
+            domain.event_data(str(user_id), resource),
+        )
+    except asyncpg.UniqueViolationError:
+        raise _uniqueness(resource) from None
+    return UserRecord(id=str(user_id), resource=resource, version=1, created=now, last_modified=now)
+
+
+async def get(pool: asyncpg.Pool, tenant_id: str, user_id: str) -> UserRecord:
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2", uuid.UUID(tenant_id), _uuid(user_id)
+    )
+    if row is None:
+        raise NotFound(f"User {user_id} not found")
+    return _record(row)
+
+
+async def search(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    expr: Expr | None,
+    sort: tuple[AttrRef, bool] | None,
+    start: int,
+    count: int,
+) -> Page:
+    """One page in a stable order (the sort key, then creation order); `start` is 1-based."""
+    params: list[object] = [uuid.UUID(tenant_id)]
+    where = "tenant_id = $1"
+    if expr is not None:
+        where += f" AND ({to_sql(expr, params)})"
+    if count == 0:
+        return Page(await pool.fetchval(f"SELECT count(*) FROM users WHERE {where}", *params), [])
+    order = "seq"
+    if sort is not None:
+        ref, descending = sort
+        order = f"{order_sql(ref)} {'DESC' if descending else 'ASC'} NULLS LAST, seq"
+    params += [count, start - 1]
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM users WHERE {where} "
+        f"ORDER BY {order} LIMIT ${len(params) - 1} OFFSET ${len(params)}",
+        *params,
+    )
+    if rows:
+        return Page(rows[0]["total"], [_record(r) for r in rows])
+    # Past the last page the window has no row to report the total on.
+    total = await pool.fetchval(f"SELECT count(*) FROM users WHERE {where}", *params[:-2])
+    return Page(total, [])
+
+
+async def update(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    user_id: str,
+    change: Callable[[UserRecord], dict[str, Any]],
+    if_match: str | None = None,
+) -> UserRecord:
+    """Lock the user, compute its new state with `change`, and write it with its event.
+
+    A change that changes nothing writes nothing: no new version, no event.
+    """
+    tenant, key = uuid.UUID(tenant_id), _uuid(user_id)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
+        )
+        if row is None:
+            raise NotFound(f"User {user_id} not found")
+        current = _record(row)
+        domain.check_version(current, if_match)
+        after = change(current)
+        kind = domain.event_type(current.resource, after)
+        if kind is None:
+            return current
+        version, now = current.version + 1, datetime.now(UTC)
+        try:
+            await conn.execute(
+                _UPDATE,
+                tenant,
+                key,
+                after["userName"],
+                after.get("externalId"),
+                after["active"],
+                after,
+                version,
+                now,
+                uuid.uuid4(),
+                kind,
+                domain.event_data(current.id, after),
+            )
+        except asyncpg.UniqueViolationError:
+            raise _uniqueness(after) from None
+    return UserRecord(id=current.id, resource=after, version=version, created=current.created, last_modified=now)
+
+
+async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str | None = None) -> None:
+    tenant, key = uuid.UUID(tenant_id), _uuid(user_id)
+    async with pool.acquire() as conn, conn.transaction():
+        if if_match is not None:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
+            )
+            if row is None:
+                raise NotFound(f"User {user_id} not found")
+            domain.check_version(_record(row), if_match)
+        done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), datetime.now(UTC))
+    if done != "INSERT 0 1":
+        raise NotFound(f"User {user_id} not found")
