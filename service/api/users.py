@@ -85,7 +85,8 @@ async def patch_user(request: Request) -> Response:
     body = await read_json(request, deps.settings.max_body_bytes)
 
     def patch(current: UserRecord) -> dict[str, Any]:
-        return domain.prepare_replacement(current, apply_patch(current.resource, body, USER_TYPE))
+        # An explicit `remove active` is honoured: a user without `active` is active (domain/users.py).
+        return domain.validate(apply_patch(current.resource, body, USER_TYPE))
 
     record = await store.update(
         deps.pool, _tenant(request), request.path_params["id"], patch, request.headers.get("if-match")

@@ -145,20 +145,20 @@ def check_compare(ref: AttrRef, op: str, value: Value) -> Value:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"  # Entra sends booleans as strings
         if not isinstance(value, bool):
-            bad(f"'{attr.name}' is a boolean, the value must be true or false")
+            bad(f"'{attr.name}' is a boolean, got {_describe(value)}")
         if op not in ("eq", "ne"):
             bad("booleans can only be compared with eq or ne")
         return value
     if isinstance(value, bool):
-        bad(f"'{attr.name}' is a {kind}, not a boolean")
+        bad(f"'{attr.name}' is a {kind}, got a boolean")
     if kind in _NUMBER_TYPES:
         if not isinstance(value, int | float):
-            bad(f"'{attr.name}' is a number, the value must be a number")
+            bad(f"'{attr.name}' is a number, got {_describe(value)}")
         if op in _STRING_OPS:
             bad(f"'{op}' needs a string attribute")
         return value
     if not isinstance(value, str):
-        bad(f"'{attr.name}' is a {kind}, the value must be a string")
+        bad(f"'{attr.name}' is a {kind}, got {_describe(value)}")
     if kind == "dateTime":
         if op in _STRING_OPS:
             bad(f"'{op}' needs a string attribute")
@@ -167,6 +167,10 @@ def check_compare(ref: AttrRef, op: str, value: Value) -> Value:
     if kind not in _STRING_TYPES:
         bad(f"cannot compare a {kind} attribute")
     return value
+
+
+def _describe(value: Value) -> str:
+    return "a string" if isinstance(value, str) else "a number" if isinstance(value, int | float) else repr(value)
 
 
 # --- tokenizer ----------------------------------------------------------------------------------------------

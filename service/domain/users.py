@@ -35,22 +35,30 @@ class UserRecord:
 
     @property
     def active(self) -> bool:
-        return bool(self.resource.get("active", True))
+        return is_active(self.resource)
 
 
-def prepare_new(resource: dict[str, Any]) -> dict[str, Any]:
-    """A user as created: userName required, `active` explicit (true unless the client said otherwise)."""
+def validate(resource: dict[str, Any]) -> dict[str, Any]:
+    """Every stored user has a userName. A user without `active` is active (as Okta and Entra assume)."""
     user_name = resource.get("userName")
     if not isinstance(user_name, str) or not user_name.strip():
         raise InvalidValue("userName is required")
-    return {**resource, "active": resource.get("active", True)}
+    return resource
+
+
+def is_active(resource: dict[str, Any]) -> bool:
+    return bool(resource.get("active", True))
+
+
+def prepare_new(resource: dict[str, Any]) -> dict[str, Any]:
+    """A user as created: `active` explicit (true unless the client said otherwise)."""
+    return validate({**resource, "active": is_active(resource)})
 
 
 def prepare_replacement(current: UserRecord, resource: dict[str, Any]) -> dict[str, Any]:
     """A PUT replaces every attribute, except that omitting `active` keeps it: a profile sync that
     leaves `active` out must never reactivate a leaver."""
-    replacement = prepare_new({**resource, "active": resource.get("active", current.active)})
-    return replacement
+    return validate({**resource, "active": resource.get("active", current.active)})
 
 
 def check_version(current: UserRecord, if_match: str | None) -> None:
@@ -91,7 +99,7 @@ def event_type(before: dict[str, Any] | None, after: dict[str, Any] | None) -> s
         return DELETED
     if before == after:
         return None
-    was, now = bool(before.get("active", True)), bool(after.get("active", True))
+    was, now = is_active(before), is_active(after)
     if was and not now:
         return DEACTIVATED
     if now and not was:
@@ -103,7 +111,7 @@ def event_data(user_id: str, resource: dict[str, Any] | None) -> dict[str, Any]:
     """The snapshot an event carries: the user after the change; only the id once deleted."""
     if resource is None:
         return {"id": user_id}
-    return {"id": user_id, **resource}
+    return {"id": user_id, **resource, "active": is_active(resource)}
 
 
 def _iso(moment: datetime) -> str:

@@ -115,17 +115,14 @@ def api_url(database_url: str, stack: Stack) -> Iterator[str]:
         "SCIMSYNC_PUBLIC_URL": url,
         "SCIMSYNC_LOG_LEVEL": "warning",
     }
-    log = (
-        open(ROOT / ".pytest_cache" / f"api-{port}.log", "wb")
-        if (ROOT / ".pytest_cache").is_dir()
-        else subprocess.DEVNULL
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+    with open(ROOT / ".pytest_cache" / f"api-{port}.log", "wb") as log:  # the API's own log, for debugging
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -61,7 +61,9 @@ def test_entra_create_body() -> None:
 
 
 def test_names_are_case_insensitive_values_are_kept_as_given() -> None:
-    out = normalize({"USERNAME": "Bob@Example.COM", "ACTIVE": False, "Emails": [{"Value": "Bob@X.com", "TYPE": "Work"}]})
+    out = normalize(
+        {"USERNAME": "Bob@Example.COM", "ACTIVE": False, "Emails": [{"Value": "Bob@X.com", "TYPE": "Work"}]}
+    )
     assert out == {"userName": "Bob@Example.COM", "active": False, "emails": [{"value": "Bob@X.com", "type": "Work"}]}
 
 
@@ -95,7 +97,11 @@ def test_urn_qualified_keys_and_any_case_extension_key() -> None:
             f"{USER_SCHEMA}:title": "CTO",
         }
     )
-    assert out == {"userName": "u", "title": "CTO", ENT: {"department": "Eng", "manager": {"value": "m1"}, "costCenter": "42"}}
+    assert out == {
+        "userName": "u",
+        "title": "CTO",
+        ENT: {"department": "Eng", "manager": {"value": "m1"}, "costCenter": "42"},
+    }
 
 
 def test_single_complex_is_wrapped_in_a_list() -> None:
