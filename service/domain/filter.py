@@ -350,6 +350,8 @@ class _Parser:
         op = op_tok.text.lower()
         if op_tok.kind != "word" or (op != "pr" and op not in COMPARE_OPS):
             self.fail(f"expected an operator (eq ne co sw ew gt ge lt le pr), got '{op_tok.text}'", op_tok)
+        if ref.target.returned == "never" or ref.attr.returned == "never":  # no oracle on `password`
+            self.fail(f"'{ref}' cannot be filtered on", name)
         self.terms += 1
         if self.terms > MAX_TERMS:
             self.fail(f"more than {MAX_TERMS} comparisons", op_tok)
@@ -466,16 +468,19 @@ def _get(node: dict[str, Any], key: str) -> Any:
     return next((v for k, v in node.items() if k.lower() == lowered), None)
 
 
-def _collect(node: Any, keys: tuple[str, ...]) -> list[Any]:
-    """All values at `keys` under `node`, flattening multi-valued attributes."""
-    if not keys:
-        return list(node) if isinstance(node, list) else [node]
-    if isinstance(node, list):
-        return [v for item in node for v in _collect(item, keys)]
-    if not isinstance(node, dict):
+def _values(ref: AttrRef, obj: dict[str, Any], element: bool) -> list[Any]:
+    """The values `ref` holds in `obj` (one element when `element`); like the SQL, a multi-valued attribute
+    only has values if it holds a list."""
+    if element:
+        found = _lookup(obj, (ref.sub.name,)) if ref.sub else obj
+        return [] if found is None else [found]
+    if not ref.attr.multi_valued:
+        found = _lookup(obj, ref.key)
+        return [] if found is None else [found]
+    items = _lookup(obj, AttrRef(ref.schema, ref.attr).key)
+    if not isinstance(items, list):
         return []
-    child = _get(node, keys[0])
-    return [] if child is None else _collect(child, keys[1:])
+    return [v for item in items if (v := _lookup(item, (ref.sub.name,)) if ref.sub else item) is not None]
 
 
 def _present(value: Any) -> bool:
@@ -533,8 +538,7 @@ def _eval(expr: Expr, obj: dict[str, Any], element: bool) -> bool:
         elements = (node if isinstance(node, list) else []) if expr.attr.attr.multi_valued else [node]
         return any(isinstance(e, dict) and _eval(expr.filter, e, element=True) for e in elements)
     ref = expr.attr
-    keys = ((ref.sub.name,) if ref.sub else ()) if element else ref.key
-    values = _collect(obj, keys)
+    values = _values(ref, obj, element)
     if isinstance(expr, Present) or expr.value is None:
         present = any(_present(v) for v in values)
         return present if isinstance(expr, Present) or expr.op == "ne" else not present

@@ -234,6 +234,8 @@ def order_sql(ref: AttrRef, columns: Columns = USER_COLUMNS) -> str:
         ref = comparable(ref)
     except InvalidFilter:
         raise InvalidValue(f"cannot sort by the complex attribute '{ref}'") from None
+    if ref.target.returned == "never":
+        raise InvalidValue(f"cannot sort by '{ref}'")
     kind = _sql_kind(ref.target.type)
 
     def scalar(o: _Operand) -> str:

@@ -21,7 +21,7 @@ from service.domain.filter import (
     parse_filter,
     parse_path,
 )
-from service.domain.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Attribute, ResourceType, Schema
+from service.domain.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, Attribute, ResourceType, Schema
 
 ENT = ENTERPRISE_SCHEMA
 
@@ -183,6 +183,8 @@ def test_value_path_combined() -> None:
         ('userName eq "x"]', "unexpected ']'"),
         ('emails[type eq "work"] eq "x"', "unexpected 'eq'"),
         ("()", "expected an attribute name, got ')'"),
+        ('password sw "a"', "'password' cannot be filtered on at position 1"),
+        ("password pr", "cannot be filtered on"),
         ('"x" eq userName', "expected an attribute name"),
         ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User pr", "unknown attribute"),
     ],

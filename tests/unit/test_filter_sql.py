@@ -145,8 +145,12 @@ def test_numbers_compare_as_numeric() -> None:
     ref = AttrRef(USER_SCHEMA, Attribute("level", type="integer"))
     params: list[object] = []
     sql = to_sql(Compare(ref, "ge", 3), params)
-    assert sql == "((CASE WHEN jsonb_typeof(resource -> 'level') = 'number' THEN (resource -> 'level')::numeric END)" \
-        " >= $1::numeric)" and params == [Decimal(3)]
+    assert (
+        sql
+        == "((CASE WHEN jsonb_typeof(resource -> 'level') = 'number' THEN (resource -> 'level')::numeric END)"
+        " >= $1::numeric)"
+        and params == [Decimal(3)]
+    )
 
 
 def test_unsafe_keys_are_refused() -> None:
@@ -178,3 +182,5 @@ def test_order_sql() -> None:
     assert order("emails").startswith("COALESCE((SELECT lower(e.v ->> 'value')")
     with pytest.raises(InvalidValue):
         order("name")
+    with pytest.raises(InvalidValue):
+        order("password")
