@@ -15,7 +15,7 @@ import orjson
 from service import logs
 from service.domain.tenants import token_matches
 from service.settings import Settings, SettingsError
-from service.store import migrator, tenants
+from service.store import migrator, outbox, tenants
 from service.store.pool import connect
 
 
@@ -48,8 +48,12 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from service.api.app import create_app
 
+    # More than one worker needs an import string: each worker process builds its app from the env.
+    app: Any = "service.api.app:app_from_env" if args.workers > 1 else create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=args.workers > 1,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -78,15 +82,14 @@ async def cmd_tenants(settings: Settings, args: argparse.Namespace) -> int:
         elif args.action == "list":
             _print([_tenant_json(settings, t) for t in await tenants.list_all(conn)])
         elif args.action == "rotate-token":
-            token = await tenants.rotate_token(conn, args.id)
-            if token is None:
+            rotated = await tenants.rotate_token(conn, args.id)
+            if rotated is None:
                 return _missing(args.id)
-            _print({"id": args.id, "token": token})
+            _print({"id": args.id, "token": rotated})
         else:
             if not await tenants.set_enabled(conn, args.id, args.action == "enable"):
                 return _missing(args.id)
-            tenant = await tenants.get(conn, args.id)
-            _print(_tenant_json(settings, tenant))
+            _print(_tenant_json(settings, await tenants.get(conn, args.id)))
         return 0
 
     return await _with_conn(settings, work)
@@ -116,6 +119,29 @@ async def cmd_demo_tenant(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_conn(settings, work)
 
 
+async def cmd_relay(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "status":
+        return await cmd_relay_status(settings, args)
+    from service.relay.relay import run
+
+    return await run(settings, batch_size=args.batch_size, replication_factor=args.replication_factor)
+
+
+async def cmd_relay_status(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: Any) -> int:
+        lag = await outbox.lag(conn)
+        _print(
+            {
+                "unpublished": lag.unpublished,
+                "oldest_unpublished_age_seconds": round(lag.oldest_age_seconds, 3),
+                "last_published_sequence": await outbox.last_published_sequence(conn),
+            }
+        )
+        return 0
+
+    return await _with_conn(settings, work)
+
+
 def _missing(tenant_id: str) -> int:
     sys.stderr.write(f"scimsync: no tenant {tenant_id}\n")
     return 1
@@ -128,6 +154,7 @@ def parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the SCIM API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="processes serving the API (default 1)")
     api.set_defaults(run=cmd_api, is_async=False)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate, is_async=True)
@@ -144,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--name", default="demo")
     demo.add_argument("--token-file", default="deploy/local/.state/demo-token")
     demo.set_defaults(run=cmd_demo_tenant, is_async=True)
+
+    relay = sub.add_parser("relay", help="publish the event log to Kafka (`relay status`: how far behind it is)")
+    relay.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    relay.add_argument("--batch-size", type=int, default=500, help="events per Kafka batch (default 500)")
+    relay.add_argument("--replication-factor", type=int, default=1, help="for the topic, if the relay creates it")
+    relay.set_defaults(run=cmd_relay, is_async=True)
     return root
 
 

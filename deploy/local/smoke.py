@@ -11,6 +11,7 @@ Checks, against DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS (defaults: the local stac
     (reads only a message produced afterwards).
 The topic is deleted at the end. Exit code 0 on success; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -125,7 +126,10 @@ async def produce_consume_commit(topic: str, group: str) -> None:
         await asyncio.wait_for(c.commit(expected), TIMEOUT)
     finally:
         await c.stop()
-    step(f"group {group} consumed {len(records)} messages over {len(expected)} partitions, committed {_fmt(expected)}", t0)
+    step(
+        f"group {group} consumed {len(records)} messages over {len(expected)} partitions, committed {_fmt(expected)}",
+        t0,
+    )
 
     t0 = time.monotonic()
     await produce(topic, [(b"tenant-1:user-late", b"after-commit")])
@@ -161,6 +165,6 @@ async def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(asyncio.run(main()))
-    except (AssertionError, asyncio.TimeoutError, OSError) as e:
+    except (TimeoutError, AssertionError, OSError) as e:
         print(f"smoke: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)

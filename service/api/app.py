@@ -68,8 +68,15 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[*health.routes, scim],
         middleware=[Middleware(RequestContext, deps=deps)],
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.deps = deps
     return app
+
+
+def app_from_env() -> Starlette:
+    """The factory a multi-worker uvicorn calls in each worker process."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)

@@ -7,6 +7,7 @@ input normalisation, PATCH and the filter compiler.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -203,9 +204,12 @@ class ResourceType:
     schema: Schema
     extensions: tuple[Schema, ...] = ()
 
+    @cached_property
+    def _by_urn(self) -> dict[str, Schema]:
+        return {s.id.lower(): s for s in (self.schema, *self.extensions)}
+
     def schema_for(self, urn: str) -> Schema | None:
-        lowered = urn.lower()
-        return next((s for s in (self.schema, *self.extensions) if s.id.lower() == lowered), None)
+        return self._by_urn.get(urn.lower())
 
 
 USER_TYPE = ResourceType("User", "/Users", USER, (ENTERPRISE_USER,))

@@ -80,7 +80,9 @@ async def test_bad_requests_get_scim_errors(scim: httpx.AsyncClient, tenant: Ten
     assert_scim_error(await scim.post("/Users", json={"displayName": "no userName"}), 400, "invalidValue")
     assert_scim_error(await scim.post("/Users", json={"userName": "   "}), 400, "invalidValue")
     assert_scim_error(await scim.post("/Users", json={"userName": ["a"]}), 400, "invalidValue")
-    assert_scim_error(await scim.post("/Users", json={"userName": "x@example.com", "active": "maybe"}), 400, "invalidValue")
+    assert_scim_error(
+        await scim.post("/Users", json={"userName": "x@example.com", "active": "maybe"}), 400, "invalidValue"
+    )
     assert_scim_error(
         await scim.post("/Users", content=b'{"userName":"a"}', headers={"Content-Type": "text/plain"}), 415
     )
@@ -88,7 +90,7 @@ async def test_bad_requests_get_scim_errors(scim: httpx.AsyncClient, tenant: Ten
     assert_scim_error(await scim.post("/Users", json=big), 413)
     assert_scim_error(await scim.get("/Users", params={"filter": 'userName eq "unterminated'}), 400, "invalidFilter")
     assert_scim_error(await scim.get("/Users", params={"filter": 'noSuchAttribute eq "x"'}), 400, "invalidFilter")
-    assert_scim_error(await scim.get("/Users", params={"filter": "userName eq \"x\") or (1"}), 400, "invalidFilter")
+    assert_scim_error(await scim.get("/Users", params={"filter": 'userName eq "x") or (1'}), 400, "invalidFilter")
     assert_scim_error(await scim.get("/Users", params={"count": "ten"}), 400, "invalidValue")
     assert_scim_error(await scim.get("/Users/not-a-uuid"), 404)
     assert_scim_error(await scim.get("/Nothing"), 404)
@@ -101,7 +103,12 @@ async def test_bad_requests_get_scim_errors(scim: httpx.AsyncClient, tenant: Ten
 
 async def test_accepts_json_media_types_with_or_without_charset(scim: httpx.AsyncClient) -> None:
     for i, media_type in enumerate(
-        ("application/scim+json", "application/json", "application/json; charset=utf-8", "application/scim+json;charset=UTF-8")
+        (
+            "application/scim+json",
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/scim+json;charset=UTF-8",
+        )
     ):
         body = f'{{"userName": "mt{i}@example.com"}}'.encode()
         response = await scim.post("/Users", content=body, headers={"Content-Type": media_type})
@@ -115,7 +122,10 @@ async def test_bad_patches_change_nothing(scim: httpx.AsyncClient) -> None:
     cases = [
         ({"Operations": [{"op": "replace", "value": {"active": False}}]}, "invalidSyntax"),  # no schemas
         ({"schemas": [PATCH_OP], "Operations": []}, "invalidSyntax"),
-        ({"schemas": [PATCH_OP], "Operations": [{"op": "frobnicate", "path": "displayName", "value": "x"}]}, "invalidSyntax"),
+        (
+            {"schemas": [PATCH_OP], "Operations": [{"op": "frobnicate", "path": "displayName", "value": "x"}]},
+            "invalidSyntax",
+        ),
         ({"schemas": [PATCH_OP], "Operations": [{"op": "remove"}]}, "noTarget"),
         ({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "id", "value": "x"}]}, "mutability"),
         ({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "nope", "value": "x"}]}, "invalidPath"),
@@ -172,7 +182,11 @@ async def test_sort_and_search_endpoint(scim: httpx.AsyncClient) -> None:
     for name in ("carol", "alice", "bob"):
         await scim.post("/Users", json={"userName": f"{name}@example.com", "name": {"familyName": name.title()}})
     listed = await scim.get("/Users", params={"sortBy": "name.familyName", "sortOrder": "descending"})
-    assert [r["userName"] for r in listed.json()["Resources"]] == ["carol@example.com", "bob@example.com", "alice@example.com"]
+    assert [r["userName"] for r in listed.json()["Resources"]] == [
+        "carol@example.com",
+        "bob@example.com",
+        "alice@example.com",
+    ]
     search = {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
         "filter": 'userName sw "a" or userName sw "b"',
@@ -211,9 +225,7 @@ async def test_every_request_is_audited_without_secrets(scim: httpx.AsyncClient,
     assert created.headers["x-request-id"] == "req-audit-1"
     await scim.get("/Users/not-a-uuid")
     for _ in range(50):
-        rows = await db.fetch(
-            "SELECT * FROM scim_requests WHERE tenant_id = $1 ORDER BY id", uuid.UUID(tenant.id)
-        )
+        rows = await db.fetch("SELECT * FROM scim_requests WHERE tenant_id = $1 ORDER BY id", uuid.UUID(tenant.id))
         if len(rows) >= 2:
             break
         await asyncio.sleep(0.1)

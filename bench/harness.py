@@ -1,0 +1,113 @@
+"""Shared pieces of the benchmarks: a fresh database, a tenant, an API process, wrk runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from service.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA
+from service.store import migrator, tenants
+from service.store.pool import connect
+
+ADMIN_URL = os.environ.get("DATABASE_URL", LOCAL_DATABASE_URL)
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", LOCAL_KAFKA)
+
+
+def database_url(name: str) -> str:
+    return urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
+
+
+async def fresh_database(name: str) -> str:
+    """Drop and re-create database `name`, migrated; return its URL."""
+    admin = await connect(ADMIN_URL)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    url = database_url(name)
+    conn = await connect(url)
+    await migrator.migrate(conn)
+    await conn.close()
+    return url
+
+
+async def new_tenant(url: str, name: str = "bench") -> tuple[str, str]:
+    conn = await connect(url)
+    tenant, token = await tenants.create(conn, name)
+    await conn.close()
+    return tenant.id, token
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def api_process(db_url: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DATABASE_URL": db_url, "KAFKA_BOOTSTRAP_SERVERS": KAFKA, "SCIMSYNC_PUBLIC_URL": url}
+    env |= {"SCIMSYNC_LOG_LEVEL": "warning", "SCIMSYNC_DB_POOL_MAX": "32", **(extra_env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "api", "--port", str(port), "--workers", os.environ.get("BENCH_WORKERS", "1")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, lua: str, seconds: int = 10, connections: int = 32, threads: int = 1) -> dict[str, float]:
+    """Run wrk with a Lua script; return requests/s and latency percentiles (ms), and non-2xx count."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is missing: apt-get install wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
+    finally:
+        Path(script.name).unlink()
+    result = {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "90", "99"):
+        result[f"p{pct}_ms"] = _ms(re.search(rf"\s{pct}(?:\.000)?%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = float(errors.group(1)) if errors else 0.0
+    return result

@@ -1,0 +1,122 @@
+"""The Kafka side of the relay: one idempotent producer, the topic created if missing, a batch sent in order.
+
+`publish` sends every event of a batch (in sequence order, so each key's events queue in order on its
+partition), then waits for every acknowledgement. Any failure — broker down, timeout, an unexpected error
+from the client — raises `KafkaUnavailable` and drops the producer: the next `publish` starts a fresh one
+(a new producer id, so no idempotence state of a half-failed batch is carried over) and the relay re-sends
+the whole batch. That can duplicate events, never lose or skip them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from service import logs
+from service.domain import events
+from service.domain.events import StoredEvent
+
+log = logs.get(__name__)
+
+_CLOSE_TIMEOUT = 5.0
+
+
+class KafkaUnavailable(Exception):
+    """Kafka could not take a batch now; the message names the underlying error type."""
+
+
+class Publisher:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        partitions: int,
+        replication_factor: int = 1,
+        linger_ms: int = 5,
+        delivery_timeout: float = 15.0,
+    ) -> None:
+        self.topic = topic
+        self._bootstrap = bootstrap_servers
+        self._partitions = partitions
+        self._replication = replication_factor
+        self._linger_ms = linger_ms
+        self._delivery_timeout = delivery_timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._topic_ready = False
+
+    async def publish(self, batch: Sequence[StoredEvent]) -> None:
+        """Send the batch and wait until Kafka has acknowledged all of it (acks=all); else KafkaUnavailable."""
+        try:
+            async with asyncio.timeout(self._delivery_timeout):
+                producer = await self._started()
+                pending = [
+                    await producer.send(
+                        self.topic,
+                        value=orjson.dumps(events.envelope(event)),
+                        key=events.key(event),
+                        headers=events.headers(event),
+                    )
+                    for event in batch
+                ]
+                await asyncio.gather(*pending)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            await self.close()
+            raise KafkaUnavailable(type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        """Stop the producer (flushing what it can within a few seconds); the next publish starts a new one."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        with contextlib.suppress(Exception):  # a producer that can't reach Kafka may fail to stop cleanly
+            await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT)
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        if not self._topic_ready:
+            await ensure_topic(self._bootstrap, self.topic, self._partitions, self._replication)
+            self._topic_ready = True
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id="scimsync-relay",
+            enable_idempotence=True,  # no duplicates from the client's own retries, order kept per partition
+            acks="all",
+            linger_ms=self._linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=int(self._delivery_timeout * 1000),
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT)
+            raise
+        self._producer = producer
+        log.info("kafka.connected", topic=self.topic)
+        return producer
+
+
+async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, replication_factor: int) -> bool:
+    """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-relay")
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    for _name, code, *_ in response.topic_errors:
+        if code == 0:
+            log.info("topic.created", topic=topic, partitions=partitions, replication_factor=replication_factor)
+            return True
+        error = for_code(code)
+        if error is not TopicAlreadyExistsError:
+            raise error()
+    return False

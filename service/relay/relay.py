@@ -1,0 +1,172 @@
+"""The relay loop: unpublished events from the Postgres event log → Kafka, in sequence order, at least once.
+
+    1. Take the relay lock (a session advisory lock) on a dedicated connection; while another relay holds
+       it, retry every second. That relay's session ending (exit, crash, kill -9, lost connection)
+       releases the lock and a standby takes over.
+    2. LISTEN for the insert trigger's wake-up; poll anyway every `poll_interval` seconds.
+    3. Claim up to `batch_size` events in sequence order, send them all, wait for every acknowledgement,
+       THEN mark them published in one UPDATE. A crash between send and mark re-sends the batch later.
+    4. Kafka down: log `relay.kafka_unavailable`, back off (capped exponential), re-send the same batch.
+       Nothing is skipped, so nothing is lost; the API never waits for any of this.
+    5. SIGTERM/SIGINT: finish the batch in flight, mark it, close, return. A batch still waiting for Kafka
+       is left unmarked for the next relay.
+
+All of the relay's SQL runs on the connection that holds the lock: if that session is gone, so is the
+right to mark anything published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import asyncpg
+
+from service import logs
+from service.relay.publisher import KafkaUnavailable, Publisher
+from service.settings import Settings
+from service.store import outbox
+from service.store.pool import connect
+
+log = logs.get(__name__)
+
+_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        batch_size: int = 500,
+        replication_factor: int = 1,
+        poll_interval: float = 1.0,
+        lock_retry_interval: float = 1.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._database_url = settings.database_url
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._lock_retry_interval = lock_retry_interval
+        self._max_backoff = max_backoff
+        self._publisher = Publisher(
+            settings.kafka_bootstrap_servers,
+            settings.user_topic,
+            settings.topic_partitions,
+            replication_factor,
+        )
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the relay to stop after the batch in flight (signal-handler safe)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until stopped: hold the lock and publish; reconnect with back-off when Postgres goes away."""
+        backoff = _Backoff(self._max_backoff)
+        try:
+            while not self._stopping.is_set():
+                conn: Any = None
+                try:
+                    conn = await connect(self._database_url)
+                    if await self._acquire(conn):
+                        backoff.reset()
+                        await self._publish(conn)
+                except _DATABASE_ERRORS as exc:
+                    delay = backoff.next()
+                    log.warning("relay.database_unavailable", error=type(exc).__name__, retry_in=delay)
+                    await self._sleep(delay)
+                finally:
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(conn.close(), 5)
+        finally:
+            await self._publisher.close()
+            log.info("relay.stopped")
+
+    async def _acquire(self, conn: Any) -> bool:
+        """Wait for the relay lock; False if asked to stop first."""
+        waiting = False
+        while not self._stopping.is_set():
+            if await outbox.try_lock_relay(conn):
+                log.info("relay.active", topic=self._publisher.topic, batch_size=self._batch_size)
+                return True
+            if not waiting:
+                log.info("relay.standby", reason="another relay holds the lock")
+                waiting = True
+            await self._sleep(self._lock_retry_interval)
+        return False
+
+    async def _publish(self, conn: Any) -> None:
+        await conn.add_listener(outbox.CHANNEL, self._on_notify)
+        while not self._stopping.is_set():
+            self._wake.clear()  # before the claim: a wake-up during this round means "look again"
+            batch = await outbox.claim_batch(conn, self._batch_size)
+            if batch:
+                if not await self._send(batch):
+                    return  # stopped while Kafka was away: the batch stays unmarked
+                await outbox.mark_published(conn, [event.sequence for event in batch])
+                log.info("outbox.published", count=len(batch), last_sequence=batch[-1].sequence)
+                if len(batch) == self._batch_size:
+                    continue  # a backlog: no waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _send(self, batch: list[Any]) -> bool:
+        """Publish the batch, retrying with back-off until Kafka takes it all; False if stopped meanwhile."""
+        backoff = _Backoff(self._max_backoff)
+        while True:
+            try:
+                await self._publisher.publish(batch)
+                return True
+            except KafkaUnavailable as exc:
+                delay = backoff.next()
+                log.warning(
+                    "relay.kafka_unavailable",
+                    error=str(exc),
+                    pending=len(batch),
+                    first_sequence=batch[0].sequence,
+                    retry_in=delay,
+                )
+            if await self._sleep(delay):
+                return False
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early when asked to stop; True if stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+
+class _Backoff:
+    """0.5 s, 1 s, 2 s, … capped."""
+
+    def __init__(self, cap: float, first: float = 0.5) -> None:
+        self._cap, self._first, self._next = cap, first, first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self._cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+async def run(settings: Settings, batch_size: int = 500, replication_factor: int = 1) -> int:
+    """`scimsync relay`: run until SIGTERM/SIGINT; exit status 0 after a graceful stop."""
+    relay = Relay(settings, batch_size=batch_size, replication_factor=replication_factor)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, relay.stop)
+    try:
+        await relay.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0

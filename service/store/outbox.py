@@ -1,0 +1,81 @@
+"""The outbox side of the event log: what the relay claims and marks, and how far behind it is.
+
+Only the relay that holds the relay lock (`try_lock_relay`, a session advisory lock) claims and marks, so a
+claim is a plain read in sequence order: no row locks, no SKIP LOCKED. One user's events are written under
+that user's row lock, so their sequences follow their commit order; a lower sequence of another user that
+commits late is simply claimed by a later batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.domain.events import StoredEvent
+
+CHANNEL = "scimsync_events"  # NOTIFY channel of 0002_outbox_notify.sql: a wake-up, no payload
+_RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the active relay (migrations use 7_202_611)
+
+_CLAIM = """
+SELECT sequence, id, tenant_id, subject, type, version, occurred_at, data
+FROM events WHERE published_at IS NULL
+ORDER BY sequence LIMIT $1
+"""
+
+_MARK = "UPDATE events SET published_at = now() WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL"
+
+_LAG = """
+SELECT
+    (SELECT count(*) FROM events WHERE published_at IS NULL) AS unpublished,
+    (SELECT greatest(0, extract(epoch FROM clock_timestamp() - occurred_at))::float8
+       FROM events WHERE published_at IS NULL ORDER BY sequence LIMIT 1) AS oldest_age
+"""
+
+# Walks the primary key backwards from the newest event to the first published one.
+_LAST_PUBLISHED = "SELECT sequence FROM events WHERE published_at IS NOT NULL ORDER BY sequence DESC LIMIT 1"
+
+
+@dataclass(frozen=True)
+class Lag:
+    unpublished: int
+    oldest_age_seconds: float  # 0 when nothing waits
+
+
+async def try_lock_relay(conn: Any) -> bool:
+    """Take the relay lock for this session, if no other session holds it. Closing the session releases it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK))
+
+
+async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:
+    """Up to `limit` unpublished events, oldest sequence first."""
+    rows = await conn.fetch(_CLAIM, limit)
+    return [
+        StoredEvent(
+            sequence=row["sequence"],
+            id=str(row["id"]),
+            tenant_id=str(row["tenant_id"]),
+            subject=str(row["subject"]),
+            type=row["type"],
+            version=row["version"],
+            occurred_at=row["occurred_at"],
+            data=row["data"],
+        )
+        for row in rows
+    ]
+
+
+async def mark_published(conn: Any, sequences: list[int]) -> int:
+    """Mark events published, in one statement; returns how many were still unmarked."""
+    status: str = await conn.execute(_MARK, sequences)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def lag(db: Any) -> Lag:
+    """How far the relay is behind: unpublished events and the age of the oldest. `db`: a pool or a connection."""
+    row = await db.fetchrow(_LAG)
+    return Lag(unpublished=row["unpublished"], oldest_age_seconds=row["oldest_age"] or 0.0)
+
+
+async def last_published_sequence(db: Any) -> int | None:
+    value = await db.fetchval(_LAST_PUBLISHED)
+    return None if value is None else int(value)
