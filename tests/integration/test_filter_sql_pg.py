@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from service.domain.schema import ENTERPRISE_SCHEMA as ENT
 from service.domain.schema import USER_TYPE, resolve
 from service.store.filter_sql import order_sql, to_sql
 
-DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync")
 TENANT, OTHER_TENANT = uuid.uuid4(), uuid.uuid4()
 IDS = {name: uuid.UUID(int=i + 1) for i, name in enumerate("abcdefgh")}
 
@@ -142,18 +140,11 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-async def conn() -> AsyncIterator[asyncpg.Connection]:
-    try:
-        connection = await asyncpg.connect(DATABASE_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError) as e:
-        pytest.skip(f"PostgreSQL not reachable at {DATABASE_URL}: {e}")
-    await connection.execute(
-        """CREATE TEMP TABLE users (tenant_id uuid NOT NULL, id uuid NOT NULL,
-             seq bigint GENERATED ALWAYS AS IDENTITY, user_name text NOT NULL, external_id text,
-             active boolean NOT NULL, version bigint NOT NULL, resource jsonb NOT NULL,
-             created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, PRIMARY KEY (tenant_id, id));
-           CREATE UNIQUE INDEX ON users (tenant_id, lower(user_name));
-           CREATE INDEX ON users (tenant_id, external_id);"""
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The real, migrated `users` table of the session database, with two tenants of the same users."""
+    connection = await asyncpg.connect(database_url)
+    await connection.executemany(
+        "INSERT INTO tenants (id, name, token_hash) VALUES ($1, 'filters', '')", [(TENANT,), (OTHER_TENANT,)]
     )
     rows = []
     for u in USERS:
