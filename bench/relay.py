@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,12 +36,13 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from service import logs
 from service.relay.publisher import ensure_topic
 from service.settings import Settings
 from service.store import migrator, tenants
 from service.store.pool import connect
 
-ROOT = Path(__file__).resolve().parents[1]
+LOGS = Path(tempfile.gettempdir()) / "scimsync-bench"  # the subprocesses' logs, for a look after a run
 
 _FILL = """
 INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
@@ -85,9 +87,9 @@ async def fresh_database(admin_url: str) -> AsyncIterator[str]:
 
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log_name: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A scimsync subprocess, its output in .bench/<log_name>.log; SIGTERM (then SIGKILL) at the end."""
-    (ROOT / ".bench").mkdir(exist_ok=True)
-    with open(ROOT / ".bench" / f"{log_name}.log", "wb") as log:
+    """A scimsync subprocess, its output in LOGS/<log_name>.log; SIGTERM (then SIGKILL) at the end."""
+    LOGS.mkdir(exist_ok=True)
+    with open(LOGS / f"{log_name}.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, stdout=log, stderr=log)
     try:
         yield proc
@@ -106,7 +108,7 @@ def _env(settings: Settings, database_url: str, topic: str, **extra: str) -> dic
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SCIMSYNC_USER_TOPIC": topic,
-        "SCIMSYNC_LOG_LEVEL": "warning",
+        "SCIMSYNC_LOG_LEVEL": "info",
         **extra,
     }
 
@@ -294,6 +296,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=["throughput", "latency"])
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    logs.configure("warning")
     if args.only != "latency":
         await throughput(settings, args.events, args.batch_size)
     if args.only != "throughput":

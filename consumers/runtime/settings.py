@@ -1,0 +1,94 @@
+"""The consumers' own settings: read once from the environment in each entry point.
+
+Consumers don't import `service`, so they don't share its Settings; the variable names are the same where the
+meaning is the same (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, SCIMSYNC_USER_TOPIC, SCIMSYNC_TOPIC_PARTITIONS).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+LOCAL_DATABASE_URL = "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync"
+LOCAL_KAFKA = "127.0.0.1:59092"
+DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "events"
+
+
+class SettingsError(ValueError):
+    """A setting that can't be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    database_url: str = LOCAL_DATABASE_URL
+    kafka_bootstrap_servers: str = LOCAL_KAFKA
+    user_topic: str = "user-lifecycle.v1"
+    dlq_topic: str = ""  # empty: `<user_topic>.dlq`
+    topic_partitions: int = 6
+    topic_replication: int = 1
+    group_prefix: str = ""  # consumer group = prefix + domain name ("booking", "workspace")
+    metrics_port: int = 0  # 0: no /metrics endpoint
+    log_level: str = "info"
+    batch_size: int = 1000  # records per getmany() round, across partitions
+    max_attempts: int = 3  # a handler failing this many times sends the event to the DLQ
+    retry_backoff_s: float = 0.2  # first retry delay; doubles per attempt
+    schemas_dir: Path = field(default=DEFAULT_SCHEMAS_DIR)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.user_topic}.dlq"
+
+    def group_id(self, domain: str) -> str:
+        return f"{self.group_prefix}{domain}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsumerSettings:
+        env = os.environ if env is None else env
+        settings = cls(
+            database_url=env.get("DATABASE_URL", cls.database_url),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
+            user_topic=env.get("SCIMSYNC_USER_TOPIC", cls.user_topic),
+            dlq_topic=env.get("SCIMSYNC_USER_DLQ_TOPIC", cls.dlq_topic),
+            topic_partitions=_int(env, "SCIMSYNC_TOPIC_PARTITIONS", cls.topic_partitions, minimum=1),
+            topic_replication=_int(env, "SCIMSYNC_TOPIC_REPLICATION", cls.topic_replication, minimum=1),
+            group_prefix=env.get("SCIMSYNC_CONSUMER_GROUP_PREFIX", cls.group_prefix),
+            metrics_port=_int(env, "SCIMSYNC_CONSUMER_METRICS_PORT", cls.metrics_port, minimum=0),
+            log_level=env.get("SCIMSYNC_LOG_LEVEL", cls.log_level).lower(),
+            batch_size=_int(env, "SCIMSYNC_CONSUMER_BATCH_SIZE", cls.batch_size, minimum=1),
+            max_attempts=_int(env, "SCIMSYNC_CONSUMER_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            retry_backoff_s=_int(env, "SCIMSYNC_CONSUMER_RETRY_BACKOFF_MS", 200, minimum=0) / 1000,
+            schemas_dir=Path(env.get("SCIMSYNC_SCHEMAS_DIR") or DEFAULT_SCHEMAS_DIR),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        db = urlsplit(self.database_url)
+        if db.scheme not in ("postgresql", "postgres") or not db.hostname:
+            raise SettingsError("DATABASE_URL must look like postgresql://user:pass@host:port/db")
+        for server in self.kafka_bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port], got {server!r}")
+        if not self.user_topic:
+            raise SettingsError("SCIMSYNC_USER_TOPIC must not be empty")
+        if self.metrics_port > 65535:
+            raise SettingsError(f"SCIMSYNC_CONSUMER_METRICS_PORT must be a port number, got {self.metrics_port}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
