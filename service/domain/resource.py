@@ -236,6 +236,8 @@ def project(
     `schemas` and `returned: always` attributes (id) are always kept; `returned: never` ones are always dropped;
     `returned: request` ones only come back when named. `attributes` wins when both are given.
     """
+    if not attributes and not excluded and "password" not in resource_json:
+        return resource_json  # the common case: nothing to select, no `returned: never` attribute present
     include = bool(attributes)
     sel = _selection(list(attributes or excluded or []), rtype)
 

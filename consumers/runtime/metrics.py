@@ -1,0 +1,75 @@
+"""Counters and per-partition lag, rendered as Prometheus text on a tiny HTTP/1.1 `/metrics` endpoint.
+
+aiohttp isn't a dependency: `asyncio.start_server` and one hand-written response are enough for a scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+COUNTERS = {
+    "applied": "Events applied to the domain (the user's version moved forward).",
+    "skipped_duplicate": "Events skipped because the domain already holds this or a newer version of the user.",
+    "skipped_unknown_type": "Events of a type this domain has no handler for.",
+    "dead_lettered": "Events sent to the dead-letter topic (invalid, or failing every attempt).",
+    "handler_retries": "Handler attempts that failed and were retried.",
+    "transient_failures": "Batches put back because the database was unavailable.",
+    "commit_failures": "Offset commits rejected (rebalance); the events are redelivered and skipped.",
+}
+
+
+@dataclass
+class Metrics:
+    group: str
+    topic: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    lag: dict[int, int] = field(default_factory=dict)  # partition -> records not yet committed
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    @property
+    def total_lag(self) -> int:
+        return sum(self.lag.values())
+
+    def render(self) -> str:
+        labels = f'group="{self.group}",topic="{self.topic}"'
+        lines = []
+        for name, help_text in COUNTERS.items():
+            metric = f"scimsync_consumer_{name}_total"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric}{{{labels}}} {self.counts[name]}"]
+        lines += [
+            "# HELP scimsync_consumer_lag Records in the partition not yet applied and committed by this group.",
+            "# TYPE scimsync_consumer_lag gauge",
+        ]
+        lines += [f'scimsync_consumer_lag{{{labels},partition="{p}"}} {n}' for p, n in sorted(self.lag.items())]
+        return "\n".join(lines) + "\n"
+
+
+async def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> asyncio.Server:
+    """Serve `GET /metrics` until the returned server is closed."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            if method == "GET" and path.split("?", 1)[0] == "/metrics":
+                status, body, ctype = "200 OK", metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+            else:
+                status, body, ctype = "404 Not Found", b"not found\n", "text/plain; charset=utf-8"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port)

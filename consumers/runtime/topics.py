@@ -1,0 +1,30 @@
+"""Create the user topic and its dead-letter topic when missing, so a consumer can start before the relay."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+
+async def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, replication: int) -> list[str]:
+    """Create the topics that don't exist yet; return those this call created. Existing topics are left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-consumer-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    created = []
+    for name, code, *_ in response.topic_errors:
+        if code == 0:
+            created.append(name)
+        elif for_code(code) is not TopicAlreadyExistsError:  # a racing relay or consumer created it: fine
+            raise for_code(code)(f"cannot create topic {name}")
+    return created
