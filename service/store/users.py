@@ -137,6 +137,8 @@ async def search(
     )
     if rows:
         return Page(rows[0]["total"], [_record(r) for r in rows])
+    if start == 1:
+        return Page(0, [])  # Okta's lookup before a create: no match, nothing more to count
     # Past the last page the window has no row to report the total on.
     total = await pool.fetchval(f"SELECT count(*) FROM users WHERE {where}", *params[:-2])
     return Page(total, [])
