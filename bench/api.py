@@ -100,12 +100,20 @@ async def asyncpg_ceiling(url: str, tenant_id: str, seconds: float, one_statemen
                         await conn.execute(
                             "INSERT INTO users (tenant_id, id, user_name, active, version, resource, created_at,"
                             " updated_at) VALUES ($1, $2, $3, true, 1, $4, $5, $5)",
-                            tenant, user_id, resource["userName"], resource, now,
+                            tenant,
+                            user_id,
+                            resource["userName"],
+                            resource,
+                            now,
                         )
                         await conn.execute(
                             "INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)"
                             " VALUES ($1, $2, 'user', $3, 'user.created', 1, $4, $5)",
-                            uuid.uuid4(), tenant, user_id, now, resource,
+                            uuid.uuid4(),
+                            tenant,
+                            user_id,
+                            now,
+                            resource,
                         )
                 done += 1
 
@@ -126,7 +134,10 @@ async def seed(url: str, tenant_id: str, users: int) -> list[str]:
     await conn.execute(_SEED, uuid.UUID(tenant_id), users)
     await conn.execute("ANALYZE users")
     emit("seed", users=users, seconds=round(time.perf_counter() - started, 1))
-    ids = [str(r["id"]) for r in await conn.fetch("SELECT id FROM users WHERE tenant_id = $1 LIMIT 2000", uuid.UUID(tenant_id))]
+    ids = [
+        str(r["id"])
+        for r in await conn.fetch("SELECT id FROM users WHERE tenant_id = $1 LIMIT 2000", uuid.UUID(tenant_id))
+    ]
     await conn.close()
     return ids
 
@@ -146,7 +157,9 @@ async def main() -> None:
         import httpx
 
         check = httpx.get(
-            f"{api}{base}/Users", params={"filter": 'userName eq "user7@example.com"'}, headers={"Authorization": f"Bearer {token}"}
+            f"{api}{base}/Users",
+            params={"filter": 'userName eq "user7@example.com"'},
+            headers={"Authorization": f"Bearer {token}"},
         ).json()
         assert check["totalResults"] == 1, check  # the lookups below really find a user
         fmt = {"token": token, "base": base, "users": args.users, "run": uuid.uuid4().hex[:8]}

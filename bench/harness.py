@@ -62,7 +62,16 @@ def api_process(db_url: str, extra_env: dict[str, str] | None = None) -> Iterato
     env = {**os.environ, "DATABASE_URL": db_url, "KAFKA_BOOTSTRAP_SERVERS": KAFKA, "SCIMSYNC_PUBLIC_URL": url}
     env |= {"SCIMSYNC_LOG_LEVEL": "warning", "SCIMSYNC_DB_POOL_MAX": "32", **(extra_env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "api", "--port", str(port), "--workers", os.environ.get("BENCH_WORKERS", "1")],
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "api",
+            "--port",
+            str(port),
+            "--workers",
+            os.environ.get("BENCH_WORKERS", "1"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )

@@ -1,6 +1,7 @@
 """Relay benchmark: events/s from the outbox to Kafka, and SCIM response → event readable from Kafka.
 
     .venv/bin/python -m bench.relay [--events 50000] [--patches 2000] [--rate 500] [--users 200]
+                                    [--only throughput|latency|notify-cost]
 
 Needs the local stack (or DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS). Works in a fresh database (created on
 the DATABASE_URL server, dropped at the end) and fresh topics, so it never touches real data. Prints one
@@ -10,8 +11,9 @@ JSON line per result.
    (a subprocess, as deployed) publishes them; the rate is taken from the relay's own `published_at`
    marks (first batch mark → last batch mark), so process start-up and topic creation don't count.
 2. latency: the real API (a uvicorn subprocess) and a relay; PATCHes sent open-loop at `--rate`/s; an
-   aiokafka consumer in this process timestamps each event's arrival. Latency = arrival − the PATCH's
+   aiokafka consumer in this process timestamps each event's arrival. Latency = arrival - the PATCH's
    response (both on this process's monotonic clock), matched by key and `userversion`.
+3. notify-cost: durable creates/s with and without the outbox's NOTIFY trigger (see `notify_cost`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from service import logs
 from service.relay.publisher import ensure_topic
 from service.settings import Settings
 from service.store import migrator, tenants
-from service.store.pool import connect
+from service.store.pool import connect, create_pool
 
 LOGS = Path(tempfile.gettempdir()) / "scimsync-bench"  # the subprocesses' logs, for a look after a run
 
@@ -151,7 +154,9 @@ async def throughput(settings: Settings, events: int, batch_size: int) -> None:
         env = _env(settings, url, topic)
         started = time.perf_counter()
         with process(["relay", "--batch-size", str(batch_size)], env, "relay-throughput"):
-            while await conn.fetchval("SELECT count(*) FROM events WHERE published_at IS NULL"):
+            while True:
+                if not await conn.fetchval("SELECT count(*) FROM events WHERE published_at IS NULL"):
+                    break
                 await asyncio.sleep(0.05)
             wall = time.perf_counter() - started
         first, last, first_batch = await conn.fetchrow(
@@ -268,7 +273,9 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
                 await asyncio.gather(*tasks)
                 sent_seconds = time.monotonic() - started
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and any(k not in arrivals for k in responded):
+                while time.monotonic() < deadline:
+                    if all(k in arrivals for k in responded):
+                        break
                     await asyncio.sleep(0.05)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -293,6 +300,58 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
     )
 
 
+_CREATE = """
+WITH u AS (
+    INSERT INTO users (tenant_id, id, user_name, external_id, active, version, resource, created_at, updated_at)
+    VALUES ($1, $2, $3, NULL, true, 1, $4, now(), now()) RETURNING id
+)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+SELECT gen_random_uuid(), $1, 'user', u.id, 'user.created', 1, now(), $4 FROM u
+"""
+
+
+async def notify_cost(settings: Settings, seconds: float = 4.0, clients: int = 32) -> None:
+    """What the wake-up trigger costs the API's durable create: one-statement creates (user + event), 32
+    concurrent connections, with and without the NOTIFY trigger. A transaction that notified takes a
+    database-wide lock at commit, so such commits serialise."""
+    async with fresh_database(settings.database_url) as url:
+        conn = await connect(url)
+        tenant, _ = await tenants.create(conn, "bench")
+        listener = await connect(url)  # a relay listens in production
+        await listener.add_listener("scimsync_events", lambda *_: None)
+        pool = await create_pool(url, clients, clients)
+
+        async def rate() -> float:
+            count, end = 0, time.monotonic() + seconds
+
+            async def client() -> None:
+                nonlocal count
+                async with pool.acquire() as c:
+                    while time.monotonic() < end:
+                        user_id = uuid.uuid4()
+                        resource = {"id": str(user_id), "userName": f"{user_id}@example.com", "active": True}
+                        await c.execute(_CREATE, uuid.UUID(tenant.id), user_id, resource["userName"], resource)
+                        count += 1
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+            return count / seconds
+
+        with_trigger = await rate()
+        await conn.execute("DROP TRIGGER events_notify ON events")
+        without = await rate()
+        await pool.close()
+        await listener.close()
+        await conn.close()
+    emit(
+        {
+            "bench": "outbox.notify_cost",
+            "clients": clients,
+            "creates_per_second_with_notify": round(with_trigger),
+            "creates_per_second_without_notify": round(without),
+        }
+    )
+
+
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -300,15 +359,17 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patches", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=500.0, help="PATCHes per second, open loop")
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--only", choices=["throughput", "latency"])
+    parser.add_argument("--only", choices=["throughput", "latency", "notify-cost"])
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     logs.configure("warning")
-    if args.only != "latency":
+    if args.only in (None, "throughput"):
         await throughput(settings, args.events, args.batch_size)
-    if args.only != "throughput":
+    if args.only in (None, "latency"):
         await latency(settings, args.patches, args.rate, args.users)
+    if args.only in (None, "notify-cost"):
+        await notify_cost(settings)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the load generator shares 2 cores with everything else: every cycle counts

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from service import logs, readiness
-from service.api import discovery, health, users
+from service.api import discovery, groups, health, metrics, users
 from service.api.errors import HANDLERS
 from service.api.middleware import RequestContext, TenantAuth
 from service.settings import Settings
@@ -62,11 +62,11 @@ def create_app(settings: Settings) -> Starlette:
 
     scim = Mount(
         "/scim/v2/{tenant_id}",
-        routes=[*users.routes, *discovery.routes],
+        routes=[*users.routes, *groups.routes, *discovery.routes],
         middleware=[Middleware(TenantAuth, deps=deps)],
     )
     app = Starlette(
-        routes=[*health.routes, scim],
+        routes=[*health.routes, *metrics.routes, scim],
         middleware=[Middleware(RequestContext, deps=deps)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

@@ -10,9 +10,9 @@ from starlette.routing import Route
 
 from service.api.responses import ScimResponse
 from service.domain.errors import NotFound, NotImplementedFeature
-from service.domain.schema import LIST_RESPONSE, USER_TYPE, ResourceType
+from service.domain.schema import GROUP_TYPE, LIST_RESPONSE, USER_TYPE, ResourceType
 
-RESOURCE_TYPES: tuple[ResourceType, ...] = (USER_TYPE,)
+RESOURCE_TYPES: tuple[ResourceType, ...] = (USER_TYPE, GROUP_TYPE)
 SCHEMAS = tuple(s for rt in RESOURCE_TYPES for s in (rt.schema, *rt.extensions))
 
 
@@ -95,7 +95,9 @@ async def schema(request: Request) -> Response:
 
 
 async def search_everything(request: Request) -> Response:
-    raise NotImplementedFeature("Searching all resource types at once is not supported; use /Users/.search")
+    raise NotImplementedFeature(
+        "Searching all resource types at once is not supported; use /Users/.search or /Groups/.search"
+    )
 
 
 routes = [

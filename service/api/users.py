@@ -16,6 +16,7 @@ from service.domain.patch import apply_patch
 from service.domain.resource import normalize, project
 from service.domain.schema import USER_TYPE
 from service.domain.users import UserRecord
+from service.domain.versions import etag
 from service.store import users as store
 
 
@@ -30,7 +31,7 @@ def _base_url(request: Request) -> str:
 def _one(request: Request, record: UserRecord, status: int = 200) -> Response:
     body = domain.render(record, _base_url(request))
     attributes, excluded = ListQuery.projection(dict(request.query_params))
-    headers = {"ETag": domain.etag(record.version)}
+    headers = {"ETag": etag(record.version)}
     if status == 201:
         headers["Location"] = body["meta"]["location"]
     return ScimResponse(project(body, attributes, excluded, USER_TYPE), status_code=status, headers=headers)

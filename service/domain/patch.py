@@ -37,27 +37,27 @@ from service.domain.resource import (
 )
 from service.domain.schema import PATCH_OP, USER_TYPE, Attribute, AttrRef, ResourceType, resolve
 
-_MISSING: Any = object()
+MISSING: Any = object()
 _OPS = ("add", "replace", "remove")
 
 
-def _get(obj: dict[str, Any], name: str) -> Any:
+def op_field(obj: dict[str, Any], name: str) -> Any:
     """A member of a JSON object, whatever the case of its name (Entra and Okta differ)."""
     if name in obj:
         return obj[name]
     lowered = name.lower()
-    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == lowered), _MISSING)
+    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == lowered), MISSING)
 
 
-def _operations(body: Any) -> list[dict[str, Any]]:
+def operations(body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise InvalidSyntax("the PATCH body must be a JSON object")
-    schemas = _get(body, "schemas")
+    schemas = op_field(body, "schemas")
     if isinstance(schemas, str):
         schemas = [schemas]
     if not isinstance(schemas, list) or PATCH_OP.lower() not in [s.lower() for s in schemas if isinstance(s, str)]:
         raise InvalidSyntax(f"schemas must contain {PATCH_OP}")
-    ops = _get(body, "Operations")
+    ops = op_field(body, "Operations")
     if not isinstance(ops, list) or not ops:
         raise InvalidSyntax("Operations must be a non-empty list")
     if not all(isinstance(op, dict) for op in ops):
@@ -67,7 +67,7 @@ def _operations(body: Any) -> list[dict[str, Any]]:
 
 def apply_patch(resource: dict[str, Any], body: Any, rtype: ResourceType = USER_TYPE) -> dict[str, Any]:
     """Apply a PatchOp message to a canonical dict; return a new canonical dict, or raise and change nothing."""
-    ops = _operations(body)
+    ops = operations(body)
     result = copy.deepcopy(resource)
     for i, op in enumerate(ops):
         try:
@@ -78,16 +78,16 @@ def apply_patch(resource: dict[str, Any], body: Any, rtype: ResourceType = USER_
 
 
 def _apply_op(res: dict[str, Any], op: dict[str, Any], rtype: ResourceType) -> None:
-    name = _get(op, "op")
+    name = op_field(op, "op")
     if not isinstance(name, str) or name.lower() not in _OPS:
         raise InvalidSyntax(f"op must be one of add, replace, remove; got {name!r}")
     name = name.lower()  # Entra sends "Replace"
-    path = _get(op, "path")
-    value = _get(op, "value")
-    if name != "remove" and value is _MISSING:
+    path = op_field(op, "path")
+    value = op_field(op, "value")
+    if name != "remove" and value is MISSING:
         # RFC 7644 table 9: invalidValue is "a required value was missing"
         raise InvalidValue(f"{name} requires a value")
-    if path is _MISSING or path is None or (isinstance(path, str) and not path.strip()):
+    if path is MISSING or path is None or (isinstance(path, str) and not path.strip()):
         if name == "remove":
             raise NoTarget("remove requires a path")  # RFC 7644 §3.5.2.2
         if not isinstance(value, dict):
@@ -175,7 +175,7 @@ def _apply_ref(res: dict[str, Any], name: str, path: Path, value: Any, label: st
     current = holder.get(attr.name)
     if sub is None:
         if name == "remove":
-            if value not in (_MISSING, None) and attr.multi_valued:
+            if value not in (MISSING, None) and attr.multi_valued:
                 _remove_values(holder, attr, value, label)
             else:
                 holder.pop(attr.name, None)

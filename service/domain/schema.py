@@ -269,3 +269,30 @@ def resolve(resource_type: ResourceType, path: str) -> AttrRef | None:
     if sub is None:
         return None
     return AttrRef(schema.id, attr, sub)
+
+
+# RFC 7643 §4.2 and §8.7.1. `displayName` is required and unique per tenant here (Okta and Entra match on it).
+# Members are users only (nested groups are refused); `display` is ours to fill in from the user, and only
+# returned when asked for (`attributes=members.display`): clients compare members with what they sent.
+GROUP = Schema(
+    id=GROUP_SCHEMA,
+    name="Group",
+    description="Group",
+    attributes=(
+        Attribute("displayName", required=True, uniqueness="server"),
+        Attribute(
+            "members",
+            type="complex",
+            multi_valued=True,
+            description="The users in the group",
+            sub_attributes=(
+                Attribute("value", mutability="immutable", description="The id of a User"),
+                Attribute("$ref", type="reference", mutability="immutable", reference_types=("User", "Group")),
+                Attribute("display", mutability="readOnly", returned="request"),
+                Attribute("type", mutability="immutable", canonical_values=("User", "Group")),
+            ),
+        ),
+    ),
+)
+
+GROUP_TYPE = ResourceType("Group", "/Groups", GROUP)

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.domain.errors import InvalidValue, PreconditionFailed
+from service.domain.errors import InvalidValue
 from service.domain.resource import present_schemas
+from service.domain.versions import etag, iso
 
 CREATED = "user.created"
 UPDATED = "user.updated"
@@ -61,20 +62,6 @@ def prepare_replacement(current: UserRecord, resource: dict[str, Any]) -> dict[s
     return validate({**resource, "active": resource.get("active", current.active)})
 
 
-def check_version(current: UserRecord, if_match: str | None) -> None:
-    """RFC 7644 §3.14: If-Match with a different version → 412. `*` matches any version."""
-    if if_match is None:
-        return
-    wanted = [tag.strip() for tag in if_match.split(",")]
-    if "*" in wanted or etag(current.version) in wanted or f'"{current.version}"' in wanted:
-        return
-    raise PreconditionFailed(f"version {etag(current.version)} does not match If-Match {if_match}")
-
-
-def etag(version: int) -> str:
-    return f'W/"{version}"'
-
-
 def render(record: UserRecord, base_url: str) -> dict[str, Any]:
     """The SCIM representation (RFC 7643 §4.1) of a stored user."""
     return {
@@ -83,8 +70,8 @@ def render(record: UserRecord, base_url: str) -> dict[str, Any]:
         **record.resource,
         "meta": {
             "resourceType": "User",
-            "created": _iso(record.created),
-            "lastModified": _iso(record.last_modified),
+            "created": iso(record.created),
+            "lastModified": iso(record.last_modified),
             "location": f"{base_url}/Users/{record.id}",
             "version": etag(record.version),
         },
@@ -112,7 +99,3 @@ def event_data(user_id: str, resource: dict[str, Any] | None) -> dict[str, Any]:
     if resource is None:
         return {"id": user_id}
     return {"id": user_id, **resource, "active": is_active(resource)}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

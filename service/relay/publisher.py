@@ -24,7 +24,7 @@ from service.domain.events import StoredEvent
 
 log = logs.get(__name__)
 
-_CLOSE_TIMEOUT = 5.0
+_CLOSE_TIMEOUT = 3.0
 
 
 class KafkaUnavailable(Exception):
@@ -39,7 +39,7 @@ class Publisher:
         partitions: int,
         replication_factor: int = 1,
         linger_ms: int = 5,
-        delivery_timeout: float = 15.0,
+        delivery_timeout: float = 10.0,
     ) -> None:
         self.topic = topic
         self._bootstrap = bootstrap_servers
@@ -66,15 +66,31 @@ class Publisher:
                 ]
                 await asyncio.gather(*pending)
         except (KafkaError, TimeoutError, OSError) as exc:
-            await self.close()
+            await self._abort()
             raise KafkaUnavailable(type(exc).__name__) from exc
 
     async def close(self) -> None:
-        """Stop the producer (flushing what it can within a few seconds); the next publish starts a new one."""
+        """Stop the producer after the relay's last batch (nothing is pending then)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):  # a producer that can't reach Kafka may fail to stop cleanly
+                await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT)
+
+    async def _abort(self) -> None:
+        """Drop a failed producer without flushing: its batch will be re-sent by a new one.
+
+        A plain `stop()` would wait for the pending batch (until Kafka returns), and a cancelled `stop()`
+        would leave its background sender retrying — and delivering that batch late. So cancel the sender
+        first (aiokafka has no public abort), then stop.
+        """
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        with contextlib.suppress(Exception):  # a producer that can't reach Kafka may fail to stop cleanly
+        sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        if sender is not None and not sender.done():
+            sender.cancel()
+            await asyncio.wait([sender], timeout=_CLOSE_TIMEOUT)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT)
 
     async def _started(self) -> AIOKafkaProducer:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from typing import Any
 
@@ -160,6 +161,9 @@ class _Backoff:
 
 async def run(settings: Settings, batch_size: int = 500, replication_factor: int = 1) -> int:
     """`scimsync relay`: run until SIGTERM/SIGINT; exit status 0 after a graceful stop."""
+    # aiokafka logs every failed reconnect (many a second while Kafka is down); the relay reports the
+    # outage itself, once per retry, as relay.kafka_unavailable.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     relay = Relay(settings, batch_size=batch_size, replication_factor=replication_factor)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -49,16 +49,37 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """A multi-valued complex attribute kept in a table of its own, one row per element (group members): a filter
+    on it is an EXISTS over `table` whose rows `correlation` ties to the resource row, with the sub-attributes
+    read from `columns` (sub-attribute name → column). Sub-attributes not in `columns` can't be filtered on."""
+
+    table: str  # e.g. "group_members AS m"
+    correlation: str  # e.g. "m.tenant_id = groups.tenant_id AND m.group_id = groups.id"
+    columns: Mapping[str, Column]
+
+    def exists(self, condition: str | None) -> str:
+        where = self.correlation if condition is None else f"{self.correlation} AND {condition}"
+        return f"EXISTS (SELECT 1 FROM {self.table} WHERE {where})"
+
+
+@dataclass(frozen=True)
 class Columns:
-    """How one table stores a resource: the jsonb column with all canonical attributes, and the attributes that
-    also live in dedicated columns (keyed by `AttrRef.key`), which are used instead so their indexes apply."""
+    """How one table stores a resource: the jsonb column with all canonical attributes, the attributes that
+    also live in dedicated columns (keyed by `AttrRef.key`), which are used instead so their indexes apply, and
+    the multi-valued attributes that live in tables of their own (`related`, keyed by the attribute's key)."""
 
     resource: str = "resource"
     special: Mapping[tuple[str, ...], Column] = field(default_factory=dict)
+    related: Mapping[tuple[str, ...], Relation] = field(default_factory=dict)
 
 
-def resource_columns(resource_type: str, extra: Mapping[tuple[str, ...], Column]) -> Columns:
-    """The columns every resource table has (id, external_id, created_at, updated_at) plus `extra`."""
+def resource_columns(
+    resource_type: str,
+    extra: Mapping[tuple[str, ...], Column],
+    related: Mapping[tuple[str, ...], Relation] | None = None,
+) -> Columns:
+    """The columns every resource table has (id, external_id, created_at, updated_at) plus `extra` and `related`."""
     if not _SAFE_KEY.fullmatch(resource_type):
         raise ValueError(f"unsafe resource type name {resource_type!r}")
     common = {
@@ -68,10 +89,21 @@ def resource_columns(resource_type: str, extra: Mapping[tuple[str, ...], Column]
         ("meta", "lastModified"): Column("updated_at"),
         ("meta", "resourceType"): Column(f"'{resource_type}'::text"),
     }
-    return Columns("resource", {**common, **extra})
+    return Columns("resource", {**common, **extra}, dict(related or {}))
 
 
 USER_COLUMNS = resource_columns("User", {("userName",): Column("user_name"), ("active",): Column("active")})
+GROUP_COLUMNS = resource_columns(
+    "Group",
+    {("displayName",): Column("display_name")},
+    {
+        ("members",): Relation(
+            "group_members AS m",
+            "m.tenant_id = groups.tenant_id AND m.group_id = groups.id",
+            {"value": Column("m.user_id", is_uuid=True)},
+        )
+    },
+)
 
 
 def _lit(key: str) -> str:
@@ -129,8 +161,9 @@ class _Compiler:
         self.params.append(value)
         return f"${len(self.params)}::{cast}"
 
-    def expr(self, e: Expr, scope: str | None) -> str:
-        """`scope` is None at the resource level, else the jsonb expression of the current valuePath element."""
+    def expr(self, e: Expr, scope: str | Relation | None) -> str:
+        """`scope` is None at the resource level, else the jsonb expression of the current valuePath element,
+        or the Relation whose row is the current element."""
         if isinstance(e, And):
             return f"({self.expr(e.left, scope)} AND {self.expr(e.right, scope)})"
         if isinstance(e, Or):
@@ -151,22 +184,37 @@ class _Compiler:
             return f"(NOT COALESCE({eq}, FALSE))"
         return self.leaf(ref, scope, lambda o: self.compare(o, ref, e.op, value))
 
-    def leaf(self, ref: AttrRef, scope: str | None, build: Callable[[_Operand], str]) -> str:
+    def leaf(self, ref: AttrRef, scope: str | Relation | None, build: Callable[[_Operand], str]) -> str:
         """Apply `build` to where `ref` is stored; multi-valued attributes become EXISTS over their elements."""
+        if isinstance(scope, Relation):
+            return build(self.related_column(scope, ref))
         if scope is not None:
             return build(_Operand(scope, (ref.sub.name,) if ref.sub else ()))
         column = self.columns.special.get(ref.key)
         if column is not None:
             return build(_Operand(column.sql, column=column))
+        relation = self.columns.related.get(AttrRef(ref.schema, ref.attr).key)
+        if relation is not None:  # `members pr` is "has a row"; `members.value eq x` "has a row with value x"
+            return relation.exists(None if ref.sub is None else build(self.related_column(relation, ref)))
         if not ref.attr.multi_valued:
             return build(_Operand(self.columns.resource, ref.key))
         array = _Operand(self.columns.resource, ref.key[:-1] if ref.sub else ref.key).jsonb()
         inner = build(_Operand("e.v", (ref.sub.name,) if ref.sub else ()))
         return f"EXISTS (SELECT 1 FROM jsonb_array_elements({_array(array)}) AS e(v) WHERE {inner})"
 
-    def value_path(self, e: ValuePath, scope: str | None) -> str:
+    @staticmethod
+    def related_column(relation: Relation, ref: AttrRef) -> _Operand:
+        column = relation.columns.get(ref.sub.name) if ref.sub else None
+        if column is None:
+            raise InvalidFilter(f"Invalid filter: '{ref}' cannot be filtered on")
+        return _Operand(column.sql, column=column)
+
+    def value_path(self, e: ValuePath, scope: str | Relation | None) -> str:
         if scope is not None:
             raise InvalidFilter("Invalid filter: a valuePath cannot be nested in another")
+        relation = self.columns.related.get(e.attr.key)
+        if relation is not None:
+            return relation.exists(self.expr(e.filter, relation))
         j = _Operand(self.columns.resource, e.attr.key).jsonb()
         if not e.attr.attr.multi_valued:  # `manager[value eq "x"]`: the object itself is the element
             return f"(jsonb_typeof({j}) = 'object' AND {self.expr(e.filter, j)})"
@@ -234,7 +282,7 @@ def order_sql(ref: AttrRef, columns: Columns = USER_COLUMNS) -> str:
         ref = comparable(ref)
     except InvalidFilter:
         raise InvalidValue(f"cannot sort by the complex attribute '{ref}'") from None
-    if ref.target.returned == "never":
+    if ref.target.returned == "never" or AttrRef(ref.schema, ref.attr).key in columns.related:
         raise InvalidValue(f"cannot sort by '{ref}'")
     kind = _sql_kind(ref.target.type)
 

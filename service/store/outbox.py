@@ -14,7 +14,7 @@ from typing import Any
 from service.domain.events import StoredEvent
 
 CHANNEL = "scimsync_events"  # NOTIFY channel of 0002_outbox_notify.sql: a wake-up, no payload
-_RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the active relay (migrations use 7_202_611)
+RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the active relay (migrations use 7_202_611)
 
 _CLAIM = """
 SELECT sequence, id, tenant_id, subject, type, version, occurred_at, data
@@ -43,7 +43,7 @@ class Lag:
 
 async def try_lock_relay(conn: Any) -> bool:
     """Take the relay lock for this session, if no other session holds it. Closing the session releases it."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK))
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK))
 
 
 async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:

@@ -19,6 +19,7 @@ from service.domain.errors import NotFound, Uniqueness
 from service.domain.filter import Expr
 from service.domain.schema import AttrRef
 from service.domain.users import UserRecord
+from service.domain.versions import check_version
 from service.store.filter_sql import order_sql, to_sql
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
@@ -49,6 +50,31 @@ WITH u AS (
 )
 INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
 SELECT $3, $1, 'user', u.id, 'user.deleted', u.version + 1, $4, jsonb_build_object('id', u.id::text) FROM u
+"""
+
+
+# A deleted user leaves every group it was in: one `group.membership_changed` per group, each at the group's next
+# version. Lock the user first (from then on no group can add it: the foreign key check waits, so none is
+# missed), then its groups in id order, before touching member rows: a group PATCH that re-adds the user waits
+# for us instead of deadlocking with us, and each group's events stay in its commit order.
+_LOCK_GROUPS = """
+SELECT 1 FROM groups
+WHERE tenant_id = $1 AND id IN (SELECT group_id FROM group_members WHERE tenant_id = $1 AND user_id = $2)
+ORDER BY id FOR UPDATE
+"""
+
+_LEAVE_GROUPS = """
+WITH m AS (
+    DELETE FROM group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING group_id
+), g AS (
+    UPDATE groups SET version = groups.version + 1, updated_at = $3
+    FROM m WHERE groups.tenant_id = $1 AND groups.id = m.group_id
+    RETURNING groups.id, groups.version
+)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+SELECT gen_random_uuid(), $1, 'group', g.id, 'group.membership_changed', g.version, $3,
+       jsonb_build_object('id', g.id::text, 'added', '[]'::jsonb, 'removed', jsonb_build_array($2::uuid::text))
+FROM g
 """
 
 
@@ -163,7 +189,7 @@ async def update(
         if row is None:
             raise NotFound(f"User {user_id} not found")
         current = _record(row)
-        domain.check_version(current, if_match)
+        check_version(current.version, if_match)
         after = change(current)
         kind = domain.event_type(current.resource, after)
         if kind is None:
@@ -192,13 +218,15 @@ async def update(
 async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str | None = None) -> None:
     tenant, key = uuid.UUID(tenant_id), _uuid(user_id)
     async with pool.acquire() as conn, conn.transaction():
-        if if_match is not None:
-            row = await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
-            )
-            if row is None:
-                raise NotFound(f"User {user_id} not found")
-            domain.check_version(_record(row), if_match)
-        done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), datetime.now(UTC))
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
+        )
+        if row is None:
+            raise NotFound(f"User {user_id} not found")
+        check_version(_record(row).version, if_match)
+        now = datetime.now(UTC)
+        await conn.execute(_LOCK_GROUPS, tenant, key)
+        await conn.execute(_LEAVE_GROUPS, tenant, key, now)
+        done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), now)
     if done != "INSERT 0 1":
         raise NotFound(f"User {user_id} not found")

@@ -212,7 +212,7 @@ async def test_discovery_endpoints(scim: httpx.AsyncClient) -> None:
     assert config["patch"]["supported"] is True and config["bulk"]["supported"] is False
     assert config["authenticationSchemes"][0]["type"] == "oauthbearertoken"
     types = (await scim.get("/ResourceTypes")).json()
-    assert [t["name"] for t in types["Resources"]] == ["User"]
+    assert [t["name"] for t in types["Resources"]] == ["User", "Group"]
     schemas = (await scim.get("/Schemas")).json()
     ids = {s["id"] for s in schemas["Resources"]}
     assert "urn:ietf:params:scim:schemas:core:2.0:User" in ids
