@@ -3,7 +3,8 @@
     1. Take the relay lock (a session advisory lock) on a dedicated connection; while another relay holds
        it, retry every second. That relay's session ending (exit, crash, kill -9, lost connection)
        releases the lock and a standby takes over.
-    2. LISTEN for the insert trigger's wake-up; poll anyway every `poll_interval` seconds.
+    2. LISTEN for the insert trigger's wake-up (sent only while the relay sleeps, see _wait_for_work);
+       poll anyway every `poll_interval` seconds.
     3. Claim up to `batch_size` events in sequence order, send them all, wait for every acknowledgement,
        THEN mark them published in one UPDATE. A crash between send and mark re-sends the batch later.
     4. Kafka down: log `relay.kafka_unavailable`, back off (capped exponential), re-send the same batch.
@@ -34,6 +35,7 @@ from service.store.pool import connect
 log = logs.get(__name__)
 
 _DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_BUSY_PAUSE = 0.005  # seconds between looks while writers are committing: a few ms of latency, no NOTIFY
 
 
 class Relay:
@@ -113,8 +115,24 @@ class Relay:
                 log.info("outbox.published", count=len(batch), last_sequence=batch[-1].sequence)
                 if len(batch) == self._batch_size:
                     continue  # a backlog: no waiting
+            await self._wait_for_work(conn)
+
+    async def _wait_for_work(self, conn: Any) -> None:
+        """Sleep until a writer notifies (or the poll interval passes), without missing a wake-up.
+
+        Writers notify only while we hold the sleeping lock; a writer that didn't notify holds it in shared
+        mode until it commits, so we can't fall asleep before its event is visible to the re-check below.
+        """
+        if not await outbox.try_fall_asleep(conn):
+            await self._sleep(_BUSY_PAUSE)  # writers in flight: their events are about to be visible
+            return
+        try:
+            if await outbox.has_unpublished(conn):
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            await outbox.wake_up(conn)
 
     async def _send(self, batch: list[Any]) -> bool:
         """Publish the batch, retrying with back-off until Kafka takes it all; False if stopped meanwhile."""

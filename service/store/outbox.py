@@ -15,6 +15,7 @@ from service.domain.events import StoredEvent
 
 CHANNEL = "scimsync_events"  # NOTIFY channel of 0002_outbox_notify.sql: a wake-up, no payload
 RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the active relay (migrations use 7_202_611)
+SLEEP_LOCK = 7_202_613  # held by the relay only while it waits: writers NOTIFY only then (migration 0004)
 
 _CLAIM = """
 SELECT sequence, id, tenant_id, subject, type, version, occurred_at, data
@@ -46,6 +47,15 @@ async def try_lock_relay(conn: Any) -> bool:
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK))
 
 
+async def try_fall_asleep(conn: Any) -> bool:
+    """Take the sleeping lock; False while a writer that hasn't notified is still in flight."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", SLEEP_LOCK))
+
+
+async def wake_up(conn: Any) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", SLEEP_LOCK)
+
+
 async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:
     """Up to `limit` unpublished events, oldest sequence first."""
     rows = await conn.fetch(_CLAIM, limit)
@@ -62,6 +72,10 @@ async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:
         )
         for row in rows
     ]
+
+
+async def has_unpublished(conn: Any) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events WHERE published_at IS NULL)"))
 
 
 async def mark_published(conn: Any, sequences: list[int]) -> int:
