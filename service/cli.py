@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +144,42 @@ async def cmd_relay_status(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_conn(settings, work)
 
 
+async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from service.relay.replay import ReplayOptions, replay
+
+    selection = outbox.Selection(
+        tenant_id=args.tenant,
+        subject=args.user or args.group,
+        aggregate="user" if args.user else "group" if args.group else args.aggregate,
+        from_sequence=args.from_sequence,
+        to_sequence=args.to_sequence,
+        since=args.since,
+        until=args.until,
+    )
+    options = ReplayOptions(selection, topic=args.topic, dry_run=args.dry_run, rate=args.rate)
+    summary = await replay(settings, options)
+    sys.stderr.write(orjson.dumps(summary).decode() + "\n")
+    return 0
+
+
 def _missing(tenant_id: str) -> int:
     sys.stderr.write(f"scimsync: no tenant {tenant_id}\n")
     return 1
+
+
+def _uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a uuid: {text}") from None
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,6 +201,21 @@ def parser() -> argparse.ArgumentParser:
     for action in ("rotate-token", "enable", "disable"):
         ten_sub.add_parser(action).add_argument("id")
     ten.set_defaults(run=cmd_tenants, is_async=True)
+
+    rep = sub.add_parser("replay", help="re-publish a range of the event log to Kafka (same ids and versions)")
+    rep.add_argument("--tenant", type=_uuid, help="only this tenant's events")
+    who = rep.add_mutually_exclusive_group()
+    who.add_argument("--user", type=_uuid, help="only this user's events")
+    who.add_argument("--group", type=_uuid, help="only this group's events")
+    rep.add_argument("--aggregate", choices=["user", "group"], help="only user or only group events")
+    rep.add_argument("--from-sequence", type=int, help="from this sequence (inclusive)")
+    rep.add_argument("--to-sequence", type=int, help="up to this sequence (inclusive)")
+    rep.add_argument("--since", type=_moment, help="events at or after this time (ISO 8601)")
+    rep.add_argument("--until", type=_moment, help="events before this time (ISO 8601)")
+    rep.add_argument("--topic", help="publish to this topic instead of each event's own")
+    rep.add_argument("--rate", type=float, help="at most this many events per second")
+    rep.add_argument("--dry-run", action="store_true", help="print what would be sent, send nothing")
+    rep.set_defaults(run=cmd_replay, is_async=True)
 
     demo = sub.add_parser("demo-tenant", help="ensure the local demo tenant exists; print its URL and token")
     demo.add_argument("--name", default="demo")

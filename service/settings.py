@@ -30,6 +30,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     max_page_size: int = 1000
     user_topic: str = "user-lifecycle.v1"
+    group_topic: str = "group-lifecycle.v1"
     topic_partitions: int = 6
 
     @classmethod
@@ -45,6 +46,7 @@ class Settings:
             max_body_bytes=_int(env, "SCIMSYNC_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             max_page_size=_int(env, "SCIMSYNC_MAX_PAGE_SIZE", cls.max_page_size, minimum=1),
             user_topic=env.get("SCIMSYNC_USER_TOPIC", cls.user_topic),
+            group_topic=env.get("SCIMSYNC_GROUP_TOPIC", cls.group_topic),
             topic_partitions=_int(env, "SCIMSYNC_TOPIC_PARTITIONS", cls.topic_partitions, minimum=1),
         )
         settings.validate()
@@ -65,6 +67,10 @@ class Settings:
             raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SCIMSYNC_DB_POOL_MIN must not exceed SCIMSYNC_DB_POOL_MAX")
+
+    def topics(self) -> dict[str, str]:
+        """The Kafka topic of each aggregate's events."""
+        return {"user": self.user_topic, "group": self.group_topic}
 
     def scim_base_url(self, tenant_id: str) -> str:
         return f"{self.public_url}/scim/v2/{tenant_id}"

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.domain import users
+from service.domain import groups, users
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
 DATA_CONTENT_TYPE = "application/json"
 USER_TYPES = (users.CREATED, users.UPDATED, users.DEACTIVATED, users.REACTIVATED, users.DELETED)
+GROUP_TYPES = (groups.CREATED, groups.UPDATED, groups.MEMBERSHIP_CHANGED, groups.DELETED)
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,16 @@ class StoredEvent:
     sequence: int
     id: str
     tenant_id: str
-    subject: str  # the user id
+    subject: str  # the user or group id
     type: str
-    version: int  # the user's version after the change
+    version: int  # the user's (group's) version after the change
     occurred_at: datetime
     data: Any  # the snapshot (users.event_data): a dict, or pre-serialised JSON the encoder passes through
+    aggregate: str = "user"  # "user" | "group": which topic, and which version attribute
+
+    @property
+    def version_attribute(self) -> str:
+        return f"{self.aggregate}version"
 
 
 def source(tenant_id: str) -> str:
@@ -56,13 +62,13 @@ def envelope(event: StoredEvent) -> dict[str, Any]:
         "datacontenttype": DATA_CONTENT_TYPE,
         "tenantid": event.tenant_id,
         "sequence": event.sequence,
-        "userversion": event.version,
+        event.version_attribute: event.version,
         "data": event.data,
     }
 
 
 def key(event: StoredEvent) -> bytes:
-    """`tenant_id:user_id` (UTF-8): one user's events share a partition, so they stay in order."""
+    """`tenant_id:user_id` (or `:group_id`, UTF-8): one user's events share a partition, so they stay in order."""
     return f"{event.tenant_id}:{event.subject}".encode()
 
 

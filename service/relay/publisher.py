@@ -35,13 +35,13 @@ class Publisher:
     def __init__(
         self,
         bootstrap_servers: str,
-        topic: str,
+        topics: dict[str, str],
         partitions: int,
         replication_factor: int = 1,
         linger_ms: int = 5,
         delivery_timeout: float = 10.0,
     ) -> None:
-        self.topic = topic
+        self.topics = topics  # aggregate ("user", "group") → topic
         self._bootstrap = bootstrap_servers
         self._partitions = partitions
         self._replication = replication_factor
@@ -57,7 +57,7 @@ class Publisher:
                 producer = await self._started()
                 pending = [
                     await producer.send(
-                        self.topic,
+                        self.topics[event.aggregate],
                         value=orjson.dumps(events.envelope(event)),
                         key=events.key(event),
                         headers=events.headers(event),
@@ -97,7 +97,8 @@ class Publisher:
         if self._producer is not None:
             return self._producer
         if not self._topic_ready:
-            await ensure_topic(self._bootstrap, self.topic, self._partitions, self._replication)
+            for topic in self.topics.values():
+                await ensure_topic(self._bootstrap, topic, self._partitions, self._replication)
             self._topic_ready = True
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -115,7 +116,7 @@ class Publisher:
                 await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT)
             raise
         self._producer = producer
-        log.info("kafka.connected", topic=self.topic)
+        log.info("kafka.connected", topics=sorted(self.topics.values()))
         return producer
 
 

@@ -55,7 +55,7 @@ class Relay:
         self._max_backoff = max_backoff
         self._publisher = Publisher(
             settings.kafka_bootstrap_servers,
-            settings.user_topic,
+            settings.topics(),
             settings.topic_partitions,
             replication_factor,
         )
@@ -95,7 +95,7 @@ class Relay:
         waiting = False
         while not self._stopping.is_set():
             if await outbox.try_lock_relay(conn):
-                log.info("relay.active", topic=self._publisher.topic, batch_size=self._batch_size)
+                log.info("relay.active", topics=sorted(self._publisher.topics.values()), batch_size=self._batch_size)
                 return True
             if not waiting:
                 log.info("relay.standby", reason="another relay holds the lock")

@@ -8,7 +8,9 @@ commits late is simply claimed by a later batch.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from service.domain.events import StoredEvent
@@ -18,7 +20,7 @@ RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the activ
 SLEEP_LOCK = 7_202_613  # held by the relay only while it waits: writers NOTIFY only then (migration 0004)
 
 _CLAIM = """
-SELECT sequence, id, tenant_id, subject, type, version, occurred_at, data
+SELECT sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data
 FROM events WHERE published_at IS NULL
 ORDER BY sequence LIMIT $1
 """
@@ -58,20 +60,21 @@ async def wake_up(conn: Any) -> None:
 
 async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:
     """Up to `limit` unpublished events, oldest sequence first."""
-    rows = await conn.fetch(_CLAIM, limit)
-    return [
-        StoredEvent(
-            sequence=row["sequence"],
-            id=str(row["id"]),
-            tenant_id=str(row["tenant_id"]),
-            subject=str(row["subject"]),
-            type=row["type"],
-            version=row["version"],
-            occurred_at=row["occurred_at"],
-            data=row["data"],
-        )
-        for row in rows
-    ]
+    return [_stored(row) for row in await conn.fetch(_CLAIM, limit)]
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(
+        sequence=row["sequence"],
+        id=str(row["id"]),
+        tenant_id=str(row["tenant_id"]),
+        subject=str(row["subject"]),
+        type=row["type"],
+        version=row["version"],
+        occurred_at=row["occurred_at"],
+        data=row["data"],
+        aggregate=row["aggregate"],
+    )
 
 
 async def has_unpublished(conn: Any) -> bool:
@@ -93,3 +96,49 @@ async def lag(db: Any) -> Lag:
 async def last_published_sequence(db: Any) -> int | None:
     value = await db.fetchval(_LAST_PUBLISHED)
     return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which events of the log to replay; every field narrows it, None means any."""
+
+    tenant_id: str | None = None
+    subject: str | None = None  # a user or group id
+    aggregate: str | None = None  # "user" | "group"
+    from_sequence: int | None = None  # inclusive
+    to_sequence: int | None = None  # inclusive
+    since: datetime | None = None  # occurred_at >= since
+    until: datetime | None = None  # occurred_at < until
+
+    def where(self, params: list[object]) -> str:
+        """A parameterised WHERE clause (values only as $n parameters, appended to `params`)."""
+        conditions = ["TRUE"]
+        for column, op, value in (
+            ("tenant_id", "=", uuid.UUID(self.tenant_id) if self.tenant_id else None),
+            ("subject", "=", uuid.UUID(self.subject) if self.subject else None),
+            ("aggregate", "=", self.aggregate),
+            ("sequence", ">=", self.from_sequence),
+            ("sequence", "<=", self.to_sequence),
+            ("occurred_at", ">=", self.since),
+            ("occurred_at", "<", self.until),
+        ):
+            if value is not None:
+                params.append(value)
+                conditions.append(f"{column} {op} ${len(params)}")
+        return " AND ".join(conditions)
+
+
+async def count_selected(conn: Any, selection: Selection) -> int:
+    params: list[object] = []
+    return int(await conn.fetchval(f"SELECT count(*) FROM events WHERE {selection.where(params)}", *params))
+
+
+async def read_selected(conn: Any, selection: Selection, after_sequence: int, limit: int) -> list[StoredEvent]:
+    """The next `limit` selected events after `after_sequence`, in sequence order (keyset paging)."""
+    params: list[object] = [after_sequence, limit]
+    rows = await conn.fetch(
+        "SELECT sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data FROM events"
+        f" WHERE sequence > $1 AND {selection.where(params)} ORDER BY sequence LIMIT $2",
+        *params,
+    )
+    return [_stored(row) for row in rows]

@@ -44,6 +44,14 @@ INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_a
 SELECT $9, $1, 'user', u.id, $10, $7, $8, $11 FROM u
 """
 
+# Right to erasure: once a user is deleted, its earlier events keep only what isn't personal (ids, types,
+# versions, times), so no replay can bring the data back. Unpublished ones go out erased too.
+_ERASE = """
+UPDATE events SET data = jsonb_build_object('id', subject::text, 'erased', true)
+WHERE tenant_id = $1 AND aggregate = 'user' AND subject = $2 AND type <> 'user.deleted'
+    AND NOT (data ? 'erased')
+"""
+
 _DELETE = """
 WITH u AS (
     DELETE FROM users WHERE tenant_id = $1 AND id = $2 RETURNING id, version
@@ -228,5 +236,6 @@ async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str
         await conn.execute(_LOCK_GROUPS, tenant, key)
         await conn.execute(_LEAVE_GROUPS, tenant, key, now)
         done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), now)
+        await conn.execute(_ERASE, tenant, key)
     if done != "INSERT 0 1":
         raise NotFound(f"User {user_id} not found")

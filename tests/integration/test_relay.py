@@ -23,14 +23,11 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -40,6 +37,8 @@ from service.api import metrics
 from service.settings import LOCAL_KAFKA
 from service.store import outbox
 from service.store.pool import connect, create_pool
+
+from .topics import Record, TopicReader, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "local" / "stack"
@@ -56,19 +55,6 @@ def _validators() -> dict[str, Draft202012Validator]:
     }
     registry: Registry[Any] = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in loaded.values())
     return {name: Draft202012Validator(schema, registry=registry) for name, schema in loaded.items()}
-
-
-@dataclass(frozen=True)
-class Record:
-    key: str
-    value: dict[str, Any]
-    headers: dict[str, bytes]
-    partition: int
-    offset: int
-
-    @property
-    def version(self) -> int:
-        return int(self.value["userversion"])
 
 
 class RelayProcess:
@@ -133,6 +119,7 @@ def relays(database_url: str, stack: Any, topic: str) -> Iterator[Callable[..., 
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
         "SCIMSYNC_USER_TOPIC": topic,
+        "SCIMSYNC_GROUP_TOPIC": f"{topic}-groups",
         "SCIMSYNC_LOG_LEVEL": "info",
     }
 
@@ -144,61 +131,6 @@ def relays(database_url: str, stack: Any, topic: str) -> Iterator[Callable[..., 
     yield start
     for relay in started:
         relay.stop()
-
-
-class TopicReader:
-    """Reads the whole topic from the earliest offset in the background; `records` grows as events arrive."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.records: list[Record] = []
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=100)
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
-        deadline = time.monotonic() + 30
-        while not self._consumer.partitions_for_topic(self.topic):  # the relay creates it
-            assert time.monotonic() < deadline, f"topic {self.topic} never appeared"
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        partitions = [TopicPartition(self.topic, p) for p in sorted(self._consumer.partitions_for_topic(self.topic))]
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._read())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-        await self._consumer.stop()
-
-    async def _read(self) -> None:
-        while True:
-            for batch in (await self._consumer.getmany(timeout_ms=100, max_records=5000)).values():
-                self.records.extend(
-                    Record(r.key.decode(), orjson.loads(r.value), dict(r.headers), r.partition, r.offset) for r in batch
-                )
-
-    def count(self, tenant_id: str) -> int:
-        return sum(1 for r in self.records if r.key.startswith(f"{tenant_id}:"))
-
-    async def wait_until(self, done: Callable[[list[Record]], bool], within: float = 30) -> list[Record]:
-        deadline = time.monotonic() + within
-        while not done(self.records):
-            assert self._task is not None and not self._task.done(), "the reader failed"
-            assert time.monotonic() < deadline, f"not there within {within} s ({len(self.records)} records read)"
-            await asyncio.sleep(0.05)
-        return list(self.records)
-
-
-async def read_topic(
-    bootstrap: str, topic: str, done: Callable[[list[Record]], bool], within: float = 30
-) -> list[Record]:
-    """Every record of the topic from the earliest offset, until `done(records)`."""
-    async with TopicReader(bootstrap, topic) as reader:
-        return await reader.wait_until(done, within)
 
 
 def by_key(records: list[Record], tenant_id: str) -> dict[str, list[Record]]:
@@ -311,6 +243,56 @@ async def run(*command: str | Path, database_url: str | None = None) -> bytes:
 # --- the contract -------------------------------------------------------------------------------------------
 
 
+async def test_group_events_go_to_their_own_topic_valid_and_in_order(
+    scim: httpx.AsyncClient, tenant: Any, relays: Callable[..., RelayProcess], stack: Any, topic: str
+) -> None:
+    ada, bob = [(await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"] for n in ("ada", "bob")]
+    group = await scim.post("/Groups", json={"displayName": "Floor 1", "members": [{"value": ada}]})
+    gid = group.json()["id"]
+    ops = [
+        [
+            {"op": "add", "path": "members", "value": [{"value": bob}]},
+            {"op": "remove", "path": f'members[value eq "{ada}"]'},
+        ],
+        [{"op": "replace", "value": {"id": gid, "displayName": "Floor One"}}],
+    ]
+    for operations in ops:
+        assert (
+            await scim.patch(f"/Groups/{gid}", json={"schemas": [PATCH], "Operations": operations})
+        ).status_code == 204
+    assert (await scim.delete(f"/Users/{bob}")).status_code == 204  # leaves the group: an event of the group
+    assert (await scim.delete(f"/Groups/{gid}")).status_code == 204
+    relays()
+    key = f"{tenant.id}:{gid}"
+    records = await read_topic(
+        stack.kafka, f"{topic}-groups", lambda rs: any(r.key == key and r.value["type"] == "group.deleted" for r in rs)
+    )
+    mine = [r for r in records if r.key == key]
+    assert [(r.value["type"], r.version) for r in mine] == [
+        ("group.created", 1),
+        ("group.membership_changed", 2),
+        ("group.updated", 3),
+        ("group.membership_changed", 4),
+        ("group.deleted", 5),
+    ]
+    assert mine[0].value["data"]["members"] == [ada]
+    assert (mine[1].value["data"]["added"], mine[1].value["data"]["removed"]) == ([bob], [ada])
+    assert (mine[3].value["data"]["added"], mine[3].value["data"]["removed"]) == ([], [bob])
+    validators = _validators()
+    for record in mine:
+        errors = [e.message for e in validators[record.value["type"]].iter_errors(record.value)]
+        assert errors == [], (record.value["type"], errors)
+        assert record.headers["ce_type"] == record.value["type"].encode() and record.value["subject"] == gid
+        assert "userversion" not in record.value
+    # None of them reached the user topic.
+    user_records = await read_topic(
+        stack.kafka,
+        topic,
+        lambda rs: any(r.value["type"] == "user.deleted" for r in rs if r.key.startswith(f"{tenant.id}:")),
+    )
+    assert not any(r.value["type"].startswith("group.") for r in user_records)
+
+
 async def test_every_lifecycle_event_is_published_valid_and_in_order(
     scim: httpx.AsyncClient, tenant: Any, relays: Callable[..., RelayProcess], stack: Any, topic: str
 ) -> None:
@@ -332,10 +314,11 @@ async def test_every_lifecycle_event_is_published_valid_and_in_order(
     for op in steps:
         response = await scim.patch(f"/Users/{user_id}", json={"schemas": [PATCH], "Operations": [op]})
         assert response.status_code == 200, response.text
-    assert (await scim.delete(f"/Users/{user_id}")).status_code == 204
-
     relays()
     key = f"{tenant.id}:{user_id}"
+    # Published before the delete, so they still carry the data (a delete erases its user's earlier events).
+    await read_topic(stack.kafka, topic, versions_seen(tenant.id, {key: 4}))
+    assert (await scim.delete(f"/Users/{user_id}")).status_code == 204
     records = by_key(await read_topic(stack.kafka, topic, versions_seen(tenant.id, {key: 5})), tenant.id)[key]
 
     assert [r.value["type"] for r in records] == [
