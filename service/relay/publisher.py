@@ -116,7 +116,7 @@ class Publisher:
                 await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT)
             raise
         self._producer = producer
-        log.info("kafka.connected", topics=sorted(self.topics.values()))
+        log.info("kafka.connected", topics=sorted(set(self.topics.values())))
         return producer
 
 
