@@ -23,7 +23,8 @@ from service.domain.errors import (
     NoTarget,
     ScimError,
 )
-from service.domain.filter import And, Compare, Expr, Path, matches_element, parse_path
+from service.domain.filter import And, Compare, Expr, Path, parse_path
+from service.domain.matching import matches_element
 from service.domain.resource import (
     coerce,
     coerce_element,

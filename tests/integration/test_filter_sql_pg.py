@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service.domain.filter import matches, parse_filter
+from service.domain.filter import parse_filter
+from service.domain.matching import matches
 from service.domain.schema import ENTERPRISE_SCHEMA as ENT
 from service.domain.schema import USER_TYPE, resolve
 from service.store.filter_sql import order_sql, to_sql

@@ -16,11 +16,10 @@ from service.domain.filter import (
     Present,
     UnknownPathAttribute,
     ValuePath,
-    matches,
-    matches_element,
     parse_filter,
     parse_path,
 )
+from service.domain.matching import matches, matches_element
 from service.domain.schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, Attribute, ResourceType, Schema
 
 ENT = ENTERPRISE_SCHEMA
