@@ -45,8 +45,10 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: install stack-up migrate
-	$(BIN)/python -m bench
+## bench: every benchmark (JSON lines); `make bench BENCH="api relay"` for some of them. Needs wrk.
+bench: install stack-up
+	@command -v wrk >/dev/null || (echo "make bench needs wrk: apt-get install wrk" >&2; exit 1)
+	$(BIN)/python -m bench $(BENCH)
 
 clean: stack-down
 	rm -rf $(VENV) deploy/local/.state
