@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from consumers.cli import add_commands as add_consumer_commands
 from service import logs
 from service.domain.tenants import token_matches
 from service.settings import Settings, SettingsError
@@ -227,11 +228,16 @@ def parser() -> argparse.ArgumentParser:
     relay.add_argument("--batch-size", type=int, default=500, help="events per Kafka batch (default 500)")
     relay.add_argument("--replication-factor", type=int, default=1, help="for the topic, if the relay creates it")
     relay.set_defaults(run=cmd_relay, is_async=True)
+
+    # The consumers' commands (`consume`, `booking`) read their own settings: consumers don't import service.
+    add_consumer_commands(sub)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "standalone", False):
+        return int(args.run(args))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

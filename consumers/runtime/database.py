@@ -21,6 +21,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InsufficientResourcesError,
 )
 
+# Failures of the deployment, not of an event (a missing column, a permission): dead-lettering every event would
+# hide them, so the consumer stops without committing and the events wait for the fix.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (asyncpg.SyntaxOrAccessError, asyncpg.FeatureNotSupportedError)
+
 
 async def _init(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(

@@ -29,6 +29,7 @@ class Event:
     sequence: int  # position in the event log
     time: datetime | None
     data: dict[str, Any]  # the SCIM user after the change; {"id"} only for user.deleted
+    erased: bool = False  # the user was deleted since: data is {"id", "erased": true}; apply only the version
 
 
 def decode(value: bytes | None, registry: SchemaRegistry) -> Event:
@@ -53,13 +54,14 @@ def decode(value: bytes | None, registry: SchemaRegistry) -> Event:
         sequence=raw.get("sequence", 0),
         time=_time(raw.get("time")),
         data=data,
+        erased=data.get("erased") is True,
     )
 
 
 def _check_envelope(raw: dict[str, Any]) -> None:
     """What the runtime itself relies on, checked whether or not a JSON Schema for the type is present."""
     if raw.get("specversion") != "1.0":
-        raise InvalidEvent("envelope", "specversion must be \"1.0\"")
+        raise InvalidEvent("envelope", 'specversion must be "1.0"')
     for name in ("id", "type", "tenantid", "subject"):
         if not isinstance(raw.get(name), str) or not raw[name]:
             raise InvalidEvent("envelope", f"{name} must be a non-empty string")
@@ -79,7 +81,8 @@ def _check_envelope(raw: dict[str, Any]) -> None:
         raise InvalidEvent("envelope", "data must be an object")
     if data.get("id") != raw["subject"]:
         raise InvalidEvent("envelope", "data.id must equal subject")
-    if raw["type"] in USER_TYPES and raw["type"] != DELETED and not isinstance(data.get("active"), bool):
+    erased = data.get("erased") is True
+    if raw["type"] in USER_TYPES and raw["type"] != DELETED and not erased and not isinstance(data.get("active"), bool):
         raise InvalidEvent("envelope", "data.active must be a boolean")
 
 

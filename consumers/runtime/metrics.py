@@ -31,6 +31,12 @@ class Metrics:
         self.counts[name] += n
 
     @property
+    def handled(self) -> int:
+        """Records taken off the topic for good: applied, skipped, or dead-lettered."""
+        c = self.counts
+        return c["applied"] + c["skipped_duplicate"] + c["skipped_unknown_type"] + c["dead_lettered"]
+
+    @property
     def total_lag(self) -> int:
         return sum(self.lag.values())
 
@@ -39,7 +45,8 @@ class Metrics:
         lines = []
         for name, help_text in COUNTERS.items():
             metric = f"scimsync_consumer_{name}_total"
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric}{{{labels}}} {self.counts[name]}"]
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            lines.append(f"{metric}{{{labels}}} {self.counts[name]}")
         lines += [
             "# HELP scimsync_consumer_lag Records in the partition not yet applied and committed by this group.",
             "# TYPE scimsync_consumer_lag gauge",

@@ -36,6 +36,7 @@ class ConsumerSettings:
     max_attempts: int = 3  # a handler failing this many times sends the event to the DLQ
     retry_backoff_s: float = 0.2  # first retry delay; doubles per attempt
     schemas_dir: Path = field(default=DEFAULT_SCHEMAS_DIR)
+    schema_engine: str = "auto"  # auto | jsonschema | jsonschema-rs (see runtime/schemas.py)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -61,6 +62,7 @@ class ConsumerSettings:
             max_attempts=_int(env, "SCIMSYNC_CONSUMER_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             retry_backoff_s=_int(env, "SCIMSYNC_CONSUMER_RETRY_BACKOFF_MS", 200, minimum=0) / 1000,
             schemas_dir=Path(env.get("SCIMSYNC_SCHEMAS_DIR") or DEFAULT_SCHEMAS_DIR),
+            schema_engine=env.get("SCIMSYNC_SCHEMA_ENGINE", cls.schema_engine),
         )
         settings.validate()
         return settings
@@ -77,6 +79,10 @@ class ConsumerSettings:
             raise SettingsError("SCIMSYNC_USER_TOPIC must not be empty")
         if self.metrics_port > 65535:
             raise SettingsError(f"SCIMSYNC_CONSUMER_METRICS_PORT must be a port number, got {self.metrics_port}")
+        if self.schema_engine not in ("auto", "jsonschema", "jsonschema-rs"):
+            raise SettingsError(
+                f"SCIMSYNC_SCHEMA_ENGINE must be auto|jsonschema|jsonschema-rs, got {self.schema_engine!r}"
+            )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
 

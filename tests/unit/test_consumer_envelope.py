@@ -42,6 +42,12 @@ def test_deleted_carries_only_the_id() -> None:
     assert event.data == {"id": USER}
 
 
+def test_an_erased_snapshot_is_marked() -> None:
+    event = decode(orjson.dumps(user_event("user.updated", TENANT, USER, 2, erased=True)), NO_SCHEMAS)
+    assert event.erased and event.data == {"id": USER, "erased": True}
+    assert not decode(encoded(), NO_SCHEMAS).erased
+
+
 def test_an_unknown_type_passes_the_envelope_rules() -> None:
     assert decode(encoded(type="user.merged"), NO_SCHEMAS).type == "user.merged"
 

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from consumers.cli import add_commands
+from consumers.cli import DOMAIN_NAMES, add_commands
+from consumers.domains import DOMAINS
 from consumers.runtime import snapshot
 from consumers.runtime.deadletter import dead_letter_headers
 from consumers.runtime.domain import Domain
@@ -148,3 +149,4 @@ def test_cli_commands_are_standalone() -> None:
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["consume", "payroll"])
+    assert set(DOMAIN_NAMES) == set(DOMAINS)

@@ -1,0 +1,1 @@
+"""The booking domain: desks and bookings; only active, known users can book."""

@@ -1,0 +1,230 @@
+"""The consumer loop: fetch, decode, apply in a transaction (version-gated), dead-letter poison, commit offsets.
+
+Per partition, records are applied in order, a fetched batch in one database transaction; offsets (+1) are
+committed only after that transaction commits. A crash between the two re-delivers the batch, and the version
+gate turns the re-delivery into skips. The lock makes a rebalance wait for the batch in flight, which then
+commits before the partitions go. (getmany() itself never returns records fetched under an older assignment,
+and nothing can run between it returning and the lock being taken, since taking a free lock doesn't yield.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from consumers.runtime.database import FATAL_ERRORS, TRANSIENT_ERRORS
+from consumers.runtime.deadletter import DeadLetters
+from consumers.runtime.domain import Domain, advance_version
+from consumers.runtime.envelope import Event, decode
+from consumers.runtime.errors import InvalidEvent
+from consumers.runtime.metrics import Metrics
+from consumers.runtime.schemas import SchemaRegistry
+from consumers.runtime.settings import ConsumerSettings
+
+APPLIED, DUPLICATE, UNKNOWN, DEAD = "applied", "skipped_duplicate", "skipped_unknown_type", "dead_lettered"
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        domain: Domain,
+        settings: ConsumerSettings,
+        pool: Any,
+        registry: SchemaRegistry,
+        dead_letters: DeadLetters,
+        metrics: Metrics,
+        log: Any,
+    ) -> None:
+        self.domain = domain
+        self.settings = settings
+        self._pool = pool
+        self._registry = registry
+        self._dead_letters = dead_letters
+        self.metrics = metrics
+        self._log = log
+        self._lock = asyncio.Lock()  # held while a batch is applied and committed; revocation waits for it
+        self._transient_streak = 0
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop taking work: the batch in flight is finished and committed, then the loop returns."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.settings.group_id(self.domain.name),
+            client_id=f"scimsync-{self.domain.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a new group (a rebuilt domain) starts from the oldest event kept
+            isolation_level="read_committed",
+        )
+        consumer.subscribe([self.settings.user_topic], listener=_Rebalance(self))
+        await consumer.start()
+        self._log.info("consumer.started", group=self.settings.group_id(self.domain.name))
+        try:
+            while not self.stopping.is_set():
+                fetched = await consumer.getmany(timeout_ms=250, max_records=self.settings.batch_size)
+                async with self._lock:
+                    assigned = consumer.assignment()
+                    fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
+                    if fetched:
+                        await self._process(consumer, fetched)
+                    await self._measure_lag(consumer)
+                if self._transient_streak:
+                    await self.stopping_or(min(0.1 * 2**self._transient_streak, 5.0))
+        finally:
+            await consumer.stop()
+            self._log.info("consumer.stopped", **self.metrics.counts)
+
+    async def stopping_or(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def _process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
+        items = list(fetched.items())
+        done = await asyncio.gather(*(self._partition(tp, records) for tp, records in items))
+        offsets: dict[TopicPartition, int] = {}
+        for (tp, records), ok in zip(items, done, strict=True):
+            if ok:
+                offsets[tp] = records[-1].offset + 1
+            else:  # the database is away: read these again next round
+                consumer.seek(tp, records[0].offset)
+        self._transient_streak = 0 if all(done) else self._transient_streak + 1
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The group moved on without us (or Kafka is away): these records come again and are skipped.
+            self.metrics.add("commit_failures")
+            self._log.warning("consumer.commit_failed", error=type(exc).__name__)
+
+    async def _partition(self, tp: TopicPartition, records: list[Any]) -> bool:
+        """Apply one partition's records in order; False when they must be read again (database unavailable)."""
+        events: list[tuple[Any, Event]] = []
+        try:
+            for record in records:
+                try:
+                    events.append((record, decode(record.value, self._registry)))
+                except InvalidEvent as exc:
+                    await self._dead_letter(record, str(exc), kind=exc.kind, attempts=1)
+        except KafkaError as exc:
+            self._log.warning("consumer.dead_letter_failed", partition=tp.partition, error=type(exc).__name__)
+            return False
+        if not events:
+            return True
+        try:
+            try:
+                outcomes = await self._apply_batch(events)
+            except (*TRANSIENT_ERRORS, *FATAL_ERRORS):
+                raise
+            except Exception as exc:
+                self._log.warning("consumer.batch_failed", partition=tp.partition, error=type(exc).__name__)
+                outcomes = await self._apply_each(events)
+        except (*TRANSIENT_ERRORS, KafkaError) as exc:
+            self.metrics.add("transient_failures")
+            self._log.warning("consumer.batch_deferred", partition=tp.partition, error=type(exc).__name__)
+            return False
+        counts = Counter(outcomes)
+        for outcome in (APPLIED, DUPLICATE, UNKNOWN):
+            self.metrics.add(outcome, counts[outcome])
+        self._log.info(
+            "consumer.applied",
+            partition=tp.partition,
+            first_offset=records[0].offset,
+            last_offset=records[-1].offset,
+            applied=counts[APPLIED],
+            skipped_duplicate=counts[DUPLICATE],
+            skipped_unknown_type=counts[UNKNOWN],
+            dead_lettered=counts[DEAD] + len(records) - len(events),
+        )
+        return True
+
+    async def _apply(self, conn: Any, event: Event) -> str:
+        handler = self.domain.handlers.get(event.type)
+        if handler is None:
+            return UNKNOWN
+        if not await advance_version(conn, self.domain, event):
+            return DUPLICATE
+        if not event.erased:  # the contract: from an erased snapshot (user deleted since) apply only the version
+            await handler(conn, event)
+        return APPLIED
+
+    async def _apply_batch(self, events: list[tuple[Any, Event]]) -> list[str]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return [await self._apply(conn, event) for _, event in events]
+
+    async def _apply_each(self, events: list[tuple[Any, Event]]) -> list[str]:
+        """After a failed batch: one transaction per event, so only the event that keeps failing is dead-lettered."""
+        outcomes = []
+        attempts = self.settings.max_attempts
+        for record, event in events:
+            for attempt in range(1, attempts + 1):
+                try:
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        outcomes.append(await self._apply(conn, event))
+                    break
+                except (*TRANSIENT_ERRORS, *FATAL_ERRORS):
+                    raise
+                except Exception as exc:
+                    self._log.warning(
+                        "consumer.handler_failed",
+                        event_id=event.id,
+                        type=event.type,
+                        userversion=event.version,
+                        attempt=attempt,
+                        error=type(exc).__name__,
+                    )
+                    if attempt == attempts:
+                        error = f"handler: {type(exc).__name__}: {exc}"
+                        await self._dead_letter(record, error, kind="handler", attempts=attempt)
+                        outcomes.append(DEAD)
+                    else:
+                        self.metrics.add("handler_retries")
+                        await asyncio.sleep(self.settings.retry_backoff_s * 2 ** (attempt - 1))
+        return outcomes
+
+    async def _dead_letter(self, record: Any, error: str, kind: str, attempts: int) -> None:
+        await self._dead_letters.send(record, error, attempts)
+        self.metrics.add(DEAD)
+        self._log.warning(
+            "consumer.dead_lettered", partition=record.partition, offset=record.offset, reason=kind, attempts=attempts
+        )
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1)
+            except (TimeoutError, IllegalStateError):
+                continue
+            self.metrics.lag[tp.partition] = max(highwater - position, 0)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # the batch in flight is applied and committed before the partitions go
+            for tp in revoked:
+                self.metrics.lag.pop(tp.partition, None)
+        if revoked:
+            self._log.info("consumer.partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._log.info("consumer.partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop.on_assigned(assigned)

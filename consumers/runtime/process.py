@@ -1,0 +1,140 @@
+"""One consumer process: the composition root that wires settings, Postgres, Kafka, schemas and a domain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from consumers.runtime import logs
+from consumers.runtime.database import TRANSIENT_ERRORS, apply_schema, create_pool
+from consumers.runtime.deadletter import DeadLetters
+from consumers.runtime.domain import Domain
+from consumers.runtime.loop import ConsumerLoop
+from consumers.runtime.metrics import Metrics, serve
+from consumers.runtime.schemas import SchemaRegistry
+from consumers.runtime.settings import ConsumerSettings
+from consumers.runtime.topics import ensure_topics
+
+_T = TypeVar("_T")
+
+
+class ConsumerProcess:
+    """`await start()`, then `await run()` until `stop()`; `close()` releases everything (also after a failure)."""
+
+    def __init__(self, domain: Domain, settings: ConsumerSettings) -> None:
+        self.domain = domain
+        self.settings = settings
+        self.metrics = Metrics(group=settings.group_id(domain.name), topic=settings.user_topic)
+        self.metrics_port: int | None = None
+        self._log = logs.get("consumers").bind(domain=domain.name)
+        self._pool: Any = None
+        self._producer: Any = None
+        self._server: asyncio.Server | None = None
+        self._loop: ConsumerLoop | None = None
+        self._stop_requested = asyncio.Event()
+
+    async def start(self) -> None:
+        settings = self.settings
+        registry = SchemaRegistry.load(settings.schemas_dir, settings.schema_engine)
+        self._log.info("consumer.schemas_loaded", engine=registry.engine, types=sorted(registry.types))
+        missing = registry.missing(self.domain.handlers)
+        if missing:
+            self._log.warning("consumer.schemas_missing", types=missing, folder=str(settings.schemas_dir))
+        created = await self._patiently(
+            "kafka",
+            lambda: ensure_topics(
+                settings.kafka_bootstrap_servers,
+                [settings.user_topic, settings.dead_letter_topic],
+                settings.topic_partitions,
+                settings.topic_replication,
+            ),
+        )
+        if created:
+            self._log.info("topic.created", topics=created, partitions=settings.topic_partitions)
+        self._pool = await self._patiently(
+            "postgres", lambda: create_pool(settings.database_url, max_size=settings.topic_partitions + 2)
+        )
+        async with self._pool.acquire() as conn:
+            await apply_schema(conn, self.domain.schema_sql)
+        self._producer = await self._patiently("kafka", self._start_producer)
+        if settings.metrics_port:
+            self._server = await serve(self.metrics, settings.metrics_port)
+            self.metrics_port = self._server.sockets[0].getsockname()[1]
+            self._log.info("metrics.serving", port=self.metrics_port)
+        dead_letters = DeadLetters(self._producer, settings.dead_letter_topic, settings.group_id(self.domain.name))
+        self._loop = ConsumerLoop(self.domain, settings, self._pool, registry, dead_letters, self.metrics, self._log)
+        if self._stop_requested.is_set():
+            self._loop.stop()
+
+    async def _start_producer(self) -> Any:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=f"scimsync-{self.domain.name}-dlq",
+            enable_idempotence=True,
+            acks="all",
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _patiently(self, what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Start-up waits for Kafka and Postgres (started together with `make run`, or restarting), until stopped."""
+        delay = 0.5
+        while True:
+            try:
+                return await attempt()
+            except (KafkaError, *TRANSIENT_ERRORS) as exc:
+                if self._stop_requested.is_set():
+                    raise
+                self._log.warning(f"{what}.unavailable", error=type(exc).__name__, retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+                delay = min(delay * 2, 10.0)
+
+    async def run(self) -> None:
+        assert self._loop is not None, "start() first"
+        await self._loop.run()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        if self._loop is not None:
+            self._loop.stop()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def run_until_signalled(domain: Domain, settings: ConsumerSettings) -> int:
+    """The process entry point: SIGTERM/SIGINT finish the batch in flight, commit, and close."""
+    process = ConsumerProcess(domain, settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, process.stop)
+    try:
+        await process.start()
+        await process.run()
+    except (KafkaError, *TRANSIENT_ERRORS):
+        if not process.stopping:  # stopped while still waiting for Kafka or Postgres: a clean stop
+            raise
+    finally:
+        await process.close()
+    return 0

@@ -1,0 +1,28 @@
+-- The workspace domain: the member directory the rest of the platform reads. Owned by `scimsync consume workspace`,
+-- applied at its start-up; idempotent.
+CREATE SCHEMA IF NOT EXISTS workspace;
+
+-- The version gate: the last userversion applied per user. Outlives the member row, so a replayed older
+-- event can't bring a deleted member back.
+CREATE TABLE IF NOT EXISTS workspace.versions (
+    tenant_id   uuid NOT NULL,
+    user_id     uuid NOT NULL,
+    version     bigint NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS workspace.members (
+    tenant_id     uuid NOT NULL,
+    user_id       uuid NOT NULL,
+    user_name     text NOT NULL,
+    display_name  text,
+    given_name    text,
+    family_name   text,
+    email         text,
+    department    text,
+    active        boolean NOT NULL,
+    version       bigint NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS members_tenant_user_name ON workspace.members (tenant_id, lower(user_name));
