@@ -15,6 +15,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import orjson
 
 from bench.harness import api_process, fresh_database, new_tenant, wrk
@@ -154,13 +155,14 @@ async def main() -> None:
     base = f"/scim/v2/{tenant_id}"
     results: dict[str, dict[str, float]] = {}
     with api_process(url) as api:
-        import httpx
-
-        check = httpx.get(
-            f"{api}{base}/Users",
-            params={"filter": 'userName eq "user7@example.com"'},
-            headers={"Authorization": f"Bearer {token}"},
-        ).json()
+        async with httpx.AsyncClient() as client:
+            check = (
+                await client.get(
+                    f"{api}{base}/Users",
+                    params={"filter": 'userName eq "user7@example.com"'},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            ).json()
         assert check["totalResults"] == 1, check  # the lookups below really find a user
         fmt = {"token": token, "base": base, "users": args.users, "run": uuid.uuid4().hex[:8]}
         results["lookup"] = wrk(api, _LOOKUP.format(**fmt), args.seconds)

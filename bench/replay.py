@@ -1,6 +1,6 @@
 """Replay throughput: 100k events from the Postgres event log to a fresh Kafka topic.
 
-    .venv/bin/python -m bench.replay [--events 100000]
+.venv/bin/python -m bench.replay [--events 100000]
 """
 
 from __future__ import annotations
