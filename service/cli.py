@@ -163,6 +163,26 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from service import reconcile
+
+    async def work(conn: Any) -> int:
+        try:
+            report = await reconcile.check(conn, args.tenant)
+        except asyncpg.UndefinedTableError as exc:
+            sys.stderr.write(f"scimsync: a projection is missing ({exc}); have the consumers started once?\n")
+            return 2
+        if args.fix and report.drifted:
+            await reconcile.repair(conn, settings, report)
+        _print(report.summary())
+        for name, count in report.summary()["found"].items():
+            if count:
+                sys.stderr.write(f"drift: {count} x {name}: {reconcile.meanings()[name]}\n")
+        return 1 if report.drifted else 0
+
+    return await _with_conn(settings, work)
+
+
 def _missing(tenant_id: str) -> int:
     sys.stderr.write(f"scimsync: no tenant {tenant_id}\n")
     return 1
@@ -217,6 +237,11 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--rate", type=float, help="at most this many events per second")
     rep.add_argument("--dry-run", action="store_true", help="print what would be sent, send nothing")
     rep.set_defaults(run=cmd_replay, is_async=True)
+
+    rec = sub.add_parser("reconcile", help="compare the projections with the users table; exit 1 on drift")
+    rec.add_argument("--tenant", type=_uuid, help="only this tenant")
+    rec.add_argument("--fix", action="store_true", help="re-publish the latest event of each drifted user")
+    rec.set_defaults(run=cmd_reconcile, is_async=True)
 
     demo = sub.add_parser("demo-tenant", help="ensure the local demo tenant exists; print its URL and token")
     demo.add_argument("--name", default="demo")

@@ -50,7 +50,7 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
 
-    async def publish(self, batch: Sequence[StoredEvent]) -> None:
+    async def publish(self, batch: Sequence[StoredEvent], extra_headers: Sequence[tuple[str, bytes]] = ()) -> None:
         """Send the batch and wait until Kafka has acknowledged all of it (acks=all); else KafkaUnavailable."""
         try:
             async with asyncio.timeout(self._delivery_timeout):
@@ -60,7 +60,7 @@ class Publisher:
                         self.topics[event.aggregate],
                         value=orjson.dumps(events.envelope(event)),
                         key=events.key(event),
-                        headers=events.headers(event),
+                        headers=[*events.headers(event), *extra_headers],
                     )
                     for event in batch
                 ]
@@ -120,12 +120,19 @@ class Publisher:
         return producer
 
 
+# Events hold personal data until Kafka deletes them: a week, in segments of a day, so a deleted user's data
+# is gone from Kafka at most 8 days later (the Postgres log is erased at once; see README "Personal data").
+TOPIC_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000), "segment.ms": str(24 * 3600 * 1000)}
+
+
 async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, replication_factor: int) -> bool:
     """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-relay")
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
+        response = await admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor, topic_configs=TOPIC_CONFIG)]
+        )
     finally:
         with contextlib.suppress(Exception):
             await admin.close()

@@ -60,10 +60,10 @@ async def wake_up(conn: Any) -> None:
 
 async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:
     """Up to `limit` unpublished events, oldest sequence first."""
-    return [_stored(row) for row in await conn.fetch(_CLAIM, limit)]
+    return [stored(row) for row in await conn.fetch(_CLAIM, limit)]
 
 
-def _stored(row: Any) -> StoredEvent:
+def stored(row: Any) -> StoredEvent:
     return StoredEvent(
         sequence=row["sequence"],
         id=str(row["id"]),
@@ -141,4 +141,4 @@ async def read_selected(conn: Any, selection: Selection, after_sequence: int, li
         f" WHERE sequence > $1 AND {selection.where(params)} ORDER BY sequence LIMIT $2",
         *params,
     )
-    return [_stored(row) for row in rows]
+    return [stored(row) for row in rows]

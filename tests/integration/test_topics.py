@@ -1,0 +1,27 @@
+"""Topics the relay creates keep personal data for a bounded time (README: "Personal data")."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from service.relay.publisher import ensure_topic
+
+
+async def test_a_created_topic_has_a_week_of_retention_in_daily_segments(stack: Any) -> None:
+    topic = f"scimsync-retention-{uuid.uuid4().hex[:8]}"
+    assert await ensure_topic(stack.kafka, topic, 2, 1) is True
+    assert await ensure_topic(stack.kafka, topic, 2, 1) is False  # exists: left as it is
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka)
+    await admin.start()
+    try:
+        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        configs = {entry[0]: entry[1] for result in response for resource in result.resources for entry in resource[4]}
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+    assert configs["retention.ms"] == str(7 * 24 * 3600 * 1000)
+    assert configs["segment.ms"] == str(24 * 3600 * 1000)
