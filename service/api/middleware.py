@@ -63,7 +63,7 @@ class RequestContext:
             path = scope["path"]
             if path.startswith("/scim/"):
                 self.deps.audit.record(context["tenant_id"], scope["method"], path, status, request_id, elapsed_ms)
-                log.info("request.served", method=scope["method"], path=path, status=status, ms=round(elapsed_ms, 2))
+                log.debug("request.served", method=scope["method"], path=path, status=status, ms=round(elapsed_ms, 2))
 
 
 class TenantAuth:
