@@ -77,7 +77,7 @@ def burst(users: int, versions: int) -> list[dict[str, Any]]:
 
 
 async def scrape(port: int) -> dict[str, int]:
-    """applied/skipped/... counters and `lag` (summed over partitions) from a consumer's /metrics."""
+    """applied/skipped/... counters (summed over topics) and `lag` (summed over partitions) from /metrics."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     body = (await reader.read()).decode()
@@ -87,7 +87,7 @@ async def scrape(port: int) -> dict[str, int]:
         match = METRIC.match(line)
         if match:
             name, _, value = match.groups()
-            out[name] = out.get(name, 0) + int(value) if name == "lag" else int(value)
+            out[name] = out.get(name, 0) + int(value)
     return out
 
 
@@ -101,6 +101,7 @@ class Consumer:
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
             "SCIMSYNC_USER_TOPIC": topic,
+            "SCIMSYNC_GROUP_TOPIC": f"{topic}.groups",  # workspace reads it too; empty here
             "SCIMSYNC_CONSUMER_GROUP_PREFIX": f"{topic}.",
             "SCIMSYNC_CONSUMER_METRICS_PORT": str(self.port),
             "SCIMSYNC_LOG_LEVEL": "warning",
@@ -140,7 +141,7 @@ async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
 
 async def run(mode: str, domains: list[str], users: int, versions: int, partitions: int, database_url: str) -> None:
     topic = f"bench-users-{uuid.uuid4().hex[:10]}"
-    await ensure_topics(KAFKA, [topic, f"{topic}.dlq"], partitions, 1)
+    await ensure_topics(KAFKA, [topic, f"{topic}.dlq", f"{topic}.groups", f"{topic}.groups.dlq"], partitions, 1)
     events = burst(users, versions)
     # One future booking per user, so deactivations have something to cancel.
     conn = await connect(database_url)

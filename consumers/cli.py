@@ -1,4 +1,5 @@
-"""The consumers' commands: `consume booking|workspace` and `booking desks|add-desk|book|list`.
+"""The consumers' commands: `consume booking|workspace`, `rebuild booking|workspace` and
+`booking desks|add-desk|book|list`.
 
 `service/cli.py` mounts them with `add_commands(sub)`; each command reads its own settings (consumers don't
 import `service`) and is run as `args.run(args) -> exit code`. `python -m consumers booking` also works.
@@ -28,6 +29,23 @@ def add_commands(subparsers: Any) -> None:
     consume = subparsers.add_parser("consume", help="run a domain's event consumer (booking | workspace)")
     consume.add_argument("domain", choices=DOMAIN_NAMES)
     consume.set_defaults(run=run_consume, is_async=False, standalone=True)
+
+    rebuild = subparsers.add_parser(
+        "rebuild",
+        help="rebuild a domain's projection from its topics (clear it, re-consume from the earliest offsets)",
+        description="Clear the domain's projection, reset its consumer group's offsets to the earliest (or to "
+        "--since) and consume up to the current end. Refuses while the group has active members. Exit code 0 = "
+        "done, 1 = refused, 2 = could not (Kafka or Postgres unavailable).",
+    )
+    rebuild.add_argument("domain", choices=DOMAIN_NAMES)
+    rebuild.add_argument(
+        "--since",
+        type=_moment,
+        help="start at the first event at or after this time (ISO 8601; Kafka timestamps are milliseconds), not the "
+        "earliest",
+    )
+    rebuild.add_argument("--force", action="store_true", help="rebuild even while the group has active members")
+    rebuild.set_defaults(run=run_rebuild, is_async=False, standalone=True)
 
     booking = subparsers.add_parser("booking", help="desks and bookings (the booking domain)")
     actions = booking.add_subparsers(dest="booking_action", required=True)
@@ -76,6 +94,44 @@ def run_consume(args: argparse.Namespace) -> int:
     except (OSError, asyncpg.PostgresError) as exc:
         sys.stderr.write(f"scimsync: the {args.domain} consumer stopped ({type(exc).__name__}: {exc})\n")
         return 2
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    from consumers.runtime import logs
+
+    settings = _settings()
+    if settings is None:
+        return 2
+    logs.configure(settings.log_level, stream=sys.stderr.buffer)  # stdout is for the summary
+    return asyncio.run(rebuild_command(args.domain, settings, since=args.since, force=args.force))
+
+
+async def rebuild_command(
+    domain_name: str, settings: ConsumerSettings, *, since: datetime | None = None, force: bool = False
+) -> int:
+    """`scimsync rebuild`: the summary as JSON on stdout, refusals and warnings on stderr; the exit code."""
+    from aiokafka.errors import KafkaError
+
+    from consumers import rebuild
+    from consumers.domains import DOMAINS
+    from consumers.runtime.errors import TransientError
+
+    def warn(message: str) -> None:
+        sys.stderr.write(f"scimsync: warning: {message}\n")
+
+    try:
+        summary = await rebuild.rebuild(DOMAINS[domain_name], settings, since=since, force=force, warn=warn)
+    except rebuild.Refused as exc:
+        sys.stderr.write(f"scimsync: refusing to rebuild {domain_name}: {exc}\n")
+        return 1
+    except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, TransientError) as exc:
+        sys.stderr.write(f"scimsync: cannot rebuild {domain_name} ({type(exc).__name__}: {exc})\n")
+        return 2
+    result = asdict(summary)
+    if summary.kept:
+        result["note"] = f"kept {', '.join(summary.kept)}: the {domain_name} domain's own data, not a projection"
+    _print(result)
+    return 0
 
 
 def _print(value: Any) -> None:

@@ -1,4 +1,4 @@
-"""Events in the shape of the contract (DESIGN.md §3), for tests, the benchmark and local demos.
+"""Events in the shape of the contract (DESIGN.md §3, README "Group events"), for tests, benchmarks and demos.
 
 Not used by the consumers themselves; the relay is what publishes the real ones.
 """
@@ -69,6 +69,42 @@ def user_event(
     }
 
 
+def group_event(
+    type_: str,
+    tenant_id: str,
+    group_id: str,
+    version: int,
+    *,
+    display_name: str = "Engineering",
+    external_id: str | None = None,
+    members: Iterable[str] = (),
+    added: Iterable[str] = (),
+    removed: Iterable[str] = (),
+) -> dict[str, Any]:
+    """A CloudEvents group event (README "Group events"): created/updated carry the attributes, created also the
+    members, membership_changed only the change, deleted only the id."""
+    data: dict[str, Any] = {"id": group_id}
+    if type_ in ("group.created", "group.updated"):
+        data.update(displayName=display_name, externalId=external_id)
+    if type_ == "group.created":
+        data["members"] = list(members)
+    if type_ == "group.membership_changed":
+        data.update(added=list(added), removed=list(removed))
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "type": type_,
+        "source": f"/scim/v2/{tenant_id}",
+        "subject": group_id,
+        "time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "tenantid": tenant_id,
+        "sequence": next(_SEQUENCE),
+        "groupversion": version,
+        "data": data,
+    }
+
+
 def key(event: dict[str, Any]) -> bytes:
     return f"{event['tenantid']}:{event['subject']}".encode()
 
@@ -82,12 +118,18 @@ def headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
 
 
 async def produce(
-    bootstrap_servers: str, topic: str, events: Iterable[dict[str, Any] | bytes], partition: int | None = None
+    bootstrap_servers: str,
+    topic: str,
+    events: Iterable[dict[str, Any] | bytes],
+    partition: int | None = None,
+    extra_headers: Iterable[tuple[str, bytes]] = (),
 ) -> None:
     """Publish events in order: dicts as the relay would, raw bytes (malformed events) as they are.
 
     `partition` pins every record to one partition (by default the key decides, as for the relay).
+    `extra_headers` go on every record, e.g. `[("scimsync_repair", b"1")]` as `reconcile --fix` sends.
     """
+    extra = list(extra_headers)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True, acks="all")
     await producer.start()
     try:
@@ -96,7 +138,7 @@ async def produce(
             if isinstance(event, bytes):
                 record: dict[str, Any] = {"value": event, "key": b"malformed"}
             else:
-                record = {"value": orjson.dumps(event), "key": key(event), "headers": headers(event)}
+                record = {"value": orjson.dumps(event), "key": key(event), "headers": headers(event) + extra}
             futures.append(await producer.send(topic, partition=partition, **record))
         for future in futures:
             await future

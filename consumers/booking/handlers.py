@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.runtime import snapshot
-from consumers.runtime.domain import Domain, Handler
+from consumers.runtime.domain import Domain, Handler, Stream
 from consumers.runtime.envelope import Event
 
 # One statement (one round trip) per event: the user's row and their bookings, in CTEs on different tables.
@@ -71,9 +71,10 @@ HANDLERS: dict[str, Handler] = {
     "user.deleted": user_deleted,
 }
 
+# booking.users is the projection (who may book); desks and bookings are booking's own data, never cleared.
 DOMAIN = Domain(
     name="booking",
     schema_sql=Path(__file__).with_name("schema.sql"),
-    versions_table="booking.users",
-    handlers=HANDLERS,
+    streams={"user_topic": Stream(versions_table="booking.users", handlers=HANDLERS)},
+    projection=("booking.users",),
 )

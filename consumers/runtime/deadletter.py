@@ -21,15 +21,15 @@ def dead_letter_headers(record: Any, error: str, group: str, attempts: int) -> l
 
 
 class DeadLetters:
-    def __init__(self, producer: Any, topic: str, group: str) -> None:
+    def __init__(self, producer: Any, topics: dict[str, str], group: str) -> None:
         self._producer = producer
-        self.topic = topic
+        self.topics = topics  # source topic -> its dead-letter topic
         self._group = group
 
     async def send(self, record: Any, error: str, attempts: int) -> None:
         """Publish and wait for the broker's ack: the offset is committed only after this returns."""
         await self._producer.send_and_wait(
-            self.topic,
+            self.topics[record.topic],
             value=record.value,
             key=record.key,
             headers=dead_letter_headers(record, error, self._group, attempts),

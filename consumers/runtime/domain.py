@@ -1,10 +1,25 @@
-"""What a domain gives the runtime: its name, its schema.sql, where it keeps user versions, its handlers."""
+"""What a domain gives the runtime: its name, its schema.sql, and one stream per topic it consumes.
+
+A stream is a topic (named by its setting: `user_topic`, `group_topic`), the table that is its version gate,
+the envelope attribute that carries the entity's version (`userversion`, `groupversion`), and the handlers.
+Each topic has its own gate, since versions count per entity of one kind; topics are not ordered relative to
+each other, so a domain's handlers must not assume that one topic's events arrive before another's.
+
+The version gate. An event is applied iff its version is newer than the one stored for its entity, in the same
+transaction as its effect; the stored version moves to the event's. Duplicates and replays are then skipped.
+
+Repair events. A record with the Kafka header `scimsync_repair: 1` (what `scimsync reconcile --fix` publishes:
+the entity's latest event, re-sent) is applied also when its version *equals* the stored one; an older version is
+still skipped. So every handler must be idempotent for the latest event: applying it twice leaves the same state
+as applying it once (upserts and "set to" updates are; booking's deactivation and deletion cancel the future
+confirmed bookings again, of which there are none the second time, or only ones that shouldn't exist).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +27,66 @@ from consumers.runtime.envelope import Event
 
 # A handler applies one event inside the transaction the runtime opened (after the version gate let it through).
 Handler = Callable[[Any, Event], Awaitable[None]]
+REPAIR_HEADER = "scimsync_repair"
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+TOPIC_SETTINGS = ("user_topic", "group_topic")  # the ConsumerSettings attributes a stream may name
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One topic of a domain: its version gate and its handlers."""
+
+    versions_table: str  # schema.table with (tenant_id uuid, <id_column> uuid, version bigint), PK (tenant_id, id)
+    handlers: Mapping[str, Handler]
+    version_attribute: str = "userversion"  # the envelope attribute holding the entity's version
+    id_column: str = "user_id"  # the versions table's entity column (the event's `subject`)
+    # Every event carries the entity's whole state (user events do; group events carry changes). A rebuild then
+    # needs only each entity's last event, and must not re-apply older ones to data the domain keeps (bookings).
+    snapshots: bool = True
+
+    def __post_init__(self) -> None:
+        if not _TABLE.match(self.versions_table):
+            raise ValueError(f"versions_table must be schema.table, got {self.versions_table!r}")
+        if not _NAME.match(self.id_column) or not _NAME.match(self.version_attribute):
+            raise ValueError("id_column and version_attribute must be plain names")
+
+    @property
+    def advance_sql(self) -> str:
+        """Move the entity's stored version to the event's, only forwards (or onto itself for a repair, `$4`).
+
+        A row comes back iff the event is to be applied. The upsert also takes the row lock, so everything else
+        touching this entity waits for our commit.
+        """
+        return (
+            f"INSERT INTO {self.versions_table} AS v (tenant_id, {self.id_column}, version) VALUES ($1, $2, $3) "
+            f"ON CONFLICT (tenant_id, {self.id_column}) DO UPDATE SET version = EXCLUDED.version "
+            "WHERE v.version < EXCLUDED.version OR ($4 AND v.version = EXCLUDED.version) RETURNING v.version"
+        )
 
 
 @dataclass(frozen=True)
 class Domain:
     name: str  # also the consumer group (after the optional prefix)
     schema_sql: Path
-    versions_table: str  # schema.table with (tenant_id uuid, user_id uuid, version bigint), PK (tenant_id, user_id)
-    handlers: Mapping[str, Handler]
+    streams: Mapping[str, Stream]  # topic setting (`user_topic`, `group_topic`) -> stream
+    # What `scimsync rebuild` clears: the tables derived from the events only. Anything else in the domain's
+    # schema is the domain's own data and is kept.
+    projection: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not _TABLE.match(self.versions_table):
-            raise ValueError(f"versions_table must be schema.table, got {self.versions_table!r}")
+        unknown = [name for name in self.streams if name not in TOPIC_SETTINGS]
+        if unknown or not self.streams:
+            raise ValueError(f"streams must name topic settings {TOPIC_SETTINGS}, got {sorted(self.streams)}")
+        if not all(_TABLE.match(t) for t in self.projection):
+            raise ValueError(f"projection tables must be schema.table, got {self.projection!r}")
 
     @property
-    def advance_sql(self) -> str:
-        """Move the user's stored version to the event's, only forwards; a row comes back iff it moved.
-
-        The upsert also takes the row lock, so everything else touching this user waits for our commit.
-        """
-        return (
-            f"INSERT INTO {self.versions_table} AS v (tenant_id, user_id, version) VALUES ($1, $2, $3) "
-            "ON CONFLICT (tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version "
-            "WHERE v.version < EXCLUDED.version RETURNING v.version"
-        )
+    def handled_types(self) -> list[str]:
+        return sorted({t for stream in self.streams.values() for t in stream.handlers})
 
 
-async def advance_version(conn: Any, domain: Domain, event: Event) -> bool:
-    """True when the event is newer than what the domain holds (and the stored version is now the event's)."""
-    row = await conn.fetchval(domain.advance_sql, event.tenant_id, event.user_id, event.version)
+async def advance_version(conn: Any, stream: Stream, event: Event) -> bool:
+    """True when the event is to be applied (newer, or a repair of the current version); the gate has moved."""
+    row = await conn.fetchval(stream.advance_sql, event.tenant_id, event.subject, event.version, event.repair)
     return row is not None

@@ -24,16 +24,24 @@ class Event:
     id: str
     type: str
     tenant_id: str
-    user_id: str
-    version: int  # `userversion`: +1 on every write to the user
+    subject: str  # the entity: the user id (user events), the group id (group events)
+    version: int  # `userversion` / `groupversion`: +1 on every write to the entity
     sequence: int  # position in the event log
     time: datetime | None
-    data: dict[str, Any]  # the SCIM user after the change; {"id"} only for user.deleted
+    data: dict[str, Any]  # user events: the SCIM user after the change ({"id"} only for user.deleted)
     erased: bool = False  # the user was deleted since: data is {"id", "erased": true}; apply only the version
+    repair: bool = False  # the `scimsync_repair` header: apply also at the stored version (runtime/domain.py)
+
+    @property
+    def user_id(self) -> str:
+        """The subject of a user event."""
+        return self.subject
 
 
-def decode(value: bytes | None, registry: SchemaRegistry) -> Event:
-    """Parse and validate one record value; raises InvalidEvent."""
+def decode(
+    value: bytes | None, registry: SchemaRegistry, version_attribute: str = "userversion", repair: bool = False
+) -> Event:
+    """Parse and validate one record value; raises InvalidEvent. `version_attribute`: the stream's version."""
     if value is None:
         raise InvalidEvent("json", "empty record value")
     try:
@@ -42,23 +50,24 @@ def decode(value: bytes | None, registry: SchemaRegistry) -> Event:
         raise InvalidEvent("json", str(exc)) from None
     if not isinstance(raw, dict):
         raise InvalidEvent("json", "event is not a JSON object")
-    _check_envelope(raw)
+    _check_envelope(raw, version_attribute)
     registry.validate(raw)
     data: dict[str, Any] = raw["data"]
     return Event(
         id=raw["id"],
         type=raw["type"],
         tenant_id=raw["tenantid"],
-        user_id=raw["subject"],
-        version=raw["userversion"],
+        subject=raw["subject"],
+        version=raw[version_attribute],
         sequence=raw.get("sequence", 0),
         time=_time(raw.get("time")),
         data=data,
         erased=data.get("erased") is True,
+        repair=repair,
     )
 
 
-def _check_envelope(raw: dict[str, Any]) -> None:
+def _check_envelope(raw: dict[str, Any], version_attribute: str) -> None:
     """What the runtime itself relies on, checked whether or not a JSON Schema for the type is present."""
     if raw.get("specversion") != "1.0":
         raise InvalidEvent("envelope", 'specversion must be "1.0"')
@@ -70,9 +79,9 @@ def _check_envelope(raw: dict[str, Any]) -> None:
             uuid.UUID(raw[name])
         except ValueError:
             raise InvalidEvent("envelope", f"{name} must be a UUID") from None
-    version = raw.get("userversion")
+    version = raw.get(version_attribute)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InvalidEvent("envelope", "userversion must be a positive integer")
+        raise InvalidEvent("envelope", f"{version_attribute} must be a positive integer")
     sequence = raw.get("sequence", 0)
     if not isinstance(sequence, int) or isinstance(sequence, bool):
         raise InvalidEvent("envelope", "sequence must be an integer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import BinaryIO
 
 import orjson
 import structlog
@@ -11,7 +12,8 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info") -> None:
+def configure(level: str = "info", stream: BinaryIO | None = None) -> None:
+    """`stream`: where the JSON lines go (stdout; a command that prints its own result on stdout logs to stderr)."""
     numeric = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[
@@ -22,7 +24,7 @@ def configure(level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)

@@ -1,5 +1,8 @@
 """The consumer loop: fetch, decode, apply in a transaction (version-gated), dead-letter poison, commit offsets.
 
+One loop reads all of a domain's topics (its streams, runtime/domain.py) in one consumer group; each record is
+decoded, gated and handled by the stream of the topic it came from.
+
 Per partition, records are applied in order, a fetched batch in one database transaction; offsets (+1) are
 committed only after that transaction commits. A crash between the two re-delivers the batch, and the version
 gate turns the re-delivery into skips. The lock makes a rebalance wait for the batch in flight, which then
@@ -19,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers.runtime.database import FATAL_ERRORS, TRANSIENT_ERRORS
 from consumers.runtime.deadletter import DeadLetters
-from consumers.runtime.domain import Domain, advance_version
+from consumers.runtime.domain import REPAIR_HEADER, Domain, Stream, advance_version
 from consumers.runtime.envelope import Event, decode
 from consumers.runtime.errors import InvalidEvent
 from consumers.runtime.metrics import Metrics
@@ -47,6 +50,7 @@ class ConsumerLoop:
         self._dead_letters = dead_letters
         self.metrics = metrics
         self._log = log
+        self.streams: dict[str, Stream] = {settings.topic(name): s for name, s in domain.streams.items()}
         self._lock = asyncio.Lock()  # held while a batch is applied and committed; revocation waits for it
         self._transient_streak = 0
         self.stopping = asyncio.Event()
@@ -64,7 +68,7 @@ class ConsumerLoop:
             auto_offset_reset="earliest",  # a new group (a rebuilt domain) starts from the oldest event kept
             isolation_level="read_committed",
         )
-        consumer.subscribe([self.settings.user_topic], listener=_Rebalance(self))
+        consumer.subscribe(list(self.streams), listener=_Rebalance(self))
         await consumer.start()
         self._log.info("consumer.started", group=self.settings.group_id(self.domain.name))
         try:
@@ -74,7 +78,7 @@ class ConsumerLoop:
                     assigned = consumer.assignment()
                     fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
                     if fetched:
-                        await self._process(consumer, fetched)
+                        await self.process(consumer, fetched)
                     await self._measure_lag(consumer)
                 if self._transient_streak:
                     await self.stopping_or(min(0.1 * 2**self._transient_streak, 5.0))
@@ -86,7 +90,8 @@ class ConsumerLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
 
-    async def _process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> bool:
+        """Apply a fetched batch (partitions in parallel) and commit; False if some must be read again."""
         items = list(fetched.items())
         done = await asyncio.gather(*(self._partition(tp, records) for tp, records in items))
         offsets: dict[TopicPartition, int] = {}
@@ -96,46 +101,56 @@ class ConsumerLoop:
             else:  # the database is away: read these again next round
                 consumer.seek(tp, records[0].offset)
         self._transient_streak = 0 if all(done) else self._transient_streak + 1
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # The group moved on without us (or Kafka is away): these records come again and are skipped.
-            self.metrics.add("commit_failures")
-            self._log.warning("consumer.commit_failed", error=type(exc).__name__)
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                # The group moved on without us (or Kafka is away): these records come again and are skipped.
+                for topic in {tp.topic for tp in offsets}:
+                    self.metrics.add("commit_failures", topic=topic)
+                self._log.warning("consumer.commit_failed", error=type(exc).__name__)
+        return all(done)
 
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> bool:
         """Apply one partition's records in order; False when they must be read again (database unavailable)."""
+        stream = self.streams[tp.topic]
         events: list[tuple[Any, Event]] = []
         try:
             for record in records:
                 try:
-                    events.append((record, decode(record.value, self._registry)))
+                    event = decode(record.value, self._registry, stream.version_attribute, _repair(record))
+                    events.append((record, event))
                 except InvalidEvent as exc:
                     await self._dead_letter(record, str(exc), kind=exc.kind, attempts=1)
         except KafkaError as exc:
-            self._log.warning("consumer.dead_letter_failed", partition=tp.partition, error=type(exc).__name__)
+            self._log.warning(
+                "consumer.dead_letter_failed", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
+            )
             return False
         if not events:
             return True
         try:
             try:
-                outcomes = await self._apply_batch(events)
+                outcomes = await self._apply_batch(stream, events)
             except (*TRANSIENT_ERRORS, *FATAL_ERRORS):
                 raise
             except Exception as exc:
-                self._log.warning("consumer.batch_failed", partition=tp.partition, error=type(exc).__name__)
-                outcomes = await self._apply_each(events)
+                self._log.warning(
+                    "consumer.batch_failed", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
+                )
+                outcomes = await self._apply_each(stream, events)
         except (*TRANSIENT_ERRORS, KafkaError) as exc:
-            self.metrics.add("transient_failures")
-            self._log.warning("consumer.batch_deferred", partition=tp.partition, error=type(exc).__name__)
+            self.metrics.add("transient_failures", topic=tp.topic)
+            self._log.warning(
+                "consumer.batch_deferred", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
+            )
             return False
         counts = Counter(outcomes)
         for outcome in (APPLIED, DUPLICATE, UNKNOWN):
-            self.metrics.add(outcome, counts[outcome])
+            self.metrics.add(outcome, counts[outcome], topic=tp.topic)
         self._log.info(
             "consumer.applied",
+            topic=tp.topic,
             partition=tp.partition,
             first_offset=records[0].offset,
             last_offset=records[-1].offset,
@@ -146,21 +161,21 @@ class ConsumerLoop:
         )
         return True
 
-    async def _apply(self, conn: Any, event: Event) -> str:
-        handler = self.domain.handlers.get(event.type)
+    async def _apply(self, conn: Any, stream: Stream, event: Event) -> str:
+        handler = stream.handlers.get(event.type)
         if handler is None:
             return UNKNOWN
-        if not await advance_version(conn, self.domain, event):
+        if not await advance_version(conn, stream, event):
             return DUPLICATE
         if not event.erased:  # the contract: from an erased snapshot (user deleted since) apply only the version
             await handler(conn, event)
         return APPLIED
 
-    async def _apply_batch(self, events: list[tuple[Any, Event]]) -> list[str]:
+    async def _apply_batch(self, stream: Stream, events: list[tuple[Any, Event]]) -> list[str]:
         async with self._pool.acquire() as conn, conn.transaction():
-            return [await self._apply(conn, event) for _, event in events]
+            return [await self._apply(conn, stream, event) for _, event in events]
 
-    async def _apply_each(self, events: list[tuple[Any, Event]]) -> list[str]:
+    async def _apply_each(self, stream: Stream, events: list[tuple[Any, Event]]) -> list[str]:
         """After a failed batch: one transaction per event, so only the event that keeps failing is dead-lettered."""
         outcomes = []
         attempts = self.settings.max_attempts
@@ -168,7 +183,7 @@ class ConsumerLoop:
             for attempt in range(1, attempts + 1):
                 try:
                     async with self._pool.acquire() as conn, conn.transaction():
-                        outcomes.append(await self._apply(conn, event))
+                        outcomes.append(await self._apply(conn, stream, event))
                     break
                 except (*TRANSIENT_ERRORS, *FATAL_ERRORS):
                     raise
@@ -186,15 +201,20 @@ class ConsumerLoop:
                         await self._dead_letter(record, error, kind="handler", attempts=attempt)
                         outcomes.append(DEAD)
                     else:
-                        self.metrics.add("handler_retries")
+                        self.metrics.add("handler_retries", topic=record.topic)
                         await asyncio.sleep(self.settings.retry_backoff_s * 2 ** (attempt - 1))
         return outcomes
 
     async def _dead_letter(self, record: Any, error: str, kind: str, attempts: int) -> None:
         await self._dead_letters.send(record, error, attempts)
-        self.metrics.add(DEAD)
+        self.metrics.add(DEAD, topic=record.topic)
         self._log.warning(
-            "consumer.dead_lettered", partition=record.partition, offset=record.offset, reason=kind, attempts=attempts
+            "consumer.dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=kind,
+            attempts=attempts,
         )
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
@@ -206,17 +226,26 @@ class ConsumerLoop:
                 position = await asyncio.wait_for(consumer.position(tp), timeout=1)
             except (TimeoutError, IllegalStateError):
                 continue
-            self.metrics.lag[tp.partition] = max(highwater - position, 0)
+            self.metrics.lag[tp.topic, tp.partition] = max(highwater - position, 0)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in flight is applied and committed before the partitions go
             for tp in revoked:
-                self.metrics.lag.pop(tp.partition, None)
+                self.metrics.lag.pop((tp.topic, tp.partition), None)
         if revoked:
-            self._log.info("consumer.partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+            self._log.info("consumer.partitions_revoked", partitions=_names(revoked))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._log.info("consumer.partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+        self._log.info("consumer.partitions_assigned", partitions=_names(assigned))
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
+def _repair(record: Any) -> bool:
+    """The record carries `scimsync_repair: 1` (runtime/domain.py)."""
+    return any(key == REPAIR_HEADER and value == b"1" for key, value in record.headers or ())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -23,16 +23,23 @@ COUNTERS = {
 @dataclass
 class Metrics:
     group: str
-    topic: str
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    lag: dict[int, int] = field(default_factory=dict)  # partition -> records not yet committed
+    topics: tuple[str, ...]
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))  # over all topics
+    by_topic: dict[str, dict[str, int]] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> records not committed
 
-    def add(self, name: str, n: int = 1) -> None:
+    def __post_init__(self) -> None:
+        for topic in self.topics:
+            self.by_topic.setdefault(topic, dict.fromkeys(COUNTERS, 0))
+
+    def add(self, name: str, n: int = 1, topic: str | None = None) -> None:
         self.counts[name] += n
+        if topic is not None:
+            self.by_topic.setdefault(topic, dict.fromkeys(COUNTERS, 0))[name] += n
 
     @property
     def handled(self) -> int:
-        """Records taken off the topic for good: applied, skipped, or dead-lettered."""
+        """Records taken off the topics for good: applied, skipped, or dead-lettered."""
         c = self.counts
         return c["applied"] + c["skipped_duplicate"] + c["skipped_unknown_type"] + c["dead_lettered"]
 
@@ -41,17 +48,20 @@ class Metrics:
         return sum(self.lag.values())
 
     def render(self) -> str:
-        labels = f'group="{self.group}",topic="{self.topic}"'
         lines = []
         for name, help_text in COUNTERS.items():
             metric = f"scimsync_consumer_{name}_total"
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
-            lines.append(f"{metric}{{{labels}}} {self.counts[name]}")
+            for topic, counts in sorted(self.by_topic.items()):
+                lines.append(f'{metric}{{group="{self.group}",topic="{topic}"}} {counts[name]}')
         lines += [
             "# HELP scimsync_consumer_lag Records in the partition not yet applied and committed by this group.",
             "# TYPE scimsync_consumer_lag gauge",
         ]
-        lines += [f'scimsync_consumer_lag{{{labels},partition="{p}"}} {n}' for p, n in sorted(self.lag.items())]
+        lines += [
+            f'scimsync_consumer_lag{{group="{self.group}",topic="{topic}",partition="{p}"}} {n}'
+            for (topic, p), n in sorted(self.lag.items())
+        ]
         return "\n".join(lines) + "\n"
 
 

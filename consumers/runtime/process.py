@@ -30,7 +30,8 @@ class ConsumerProcess:
     def __init__(self, domain: Domain, settings: ConsumerSettings) -> None:
         self.domain = domain
         self.settings = settings
-        self.metrics = Metrics(group=settings.group_id(domain.name), topic=settings.user_topic)
+        self.topics = {settings.topic(name): settings.dead_letter_topic_for(name) for name in domain.streams}
+        self.metrics = Metrics(group=settings.group_id(domain.name), topics=tuple(self.topics))
         self.metrics_port: int | None = None
         self._log = logs.get("consumers").bind(domain=domain.name)
         self._pool: Any = None
@@ -43,14 +44,14 @@ class ConsumerProcess:
         settings = self.settings
         registry = SchemaRegistry.load(settings.schemas_dir, settings.schema_engine)
         self._log.info("consumer.schemas_loaded", engine=registry.engine, types=sorted(registry.types))
-        missing = registry.missing(self.domain.handlers)
+        missing = registry.missing(self.domain.handled_types)
         if missing:
             self._log.warning("consumer.schemas_missing", types=missing, folder=str(settings.schemas_dir))
         created = await self._patiently(
             "kafka",
             lambda: ensure_topics(
                 settings.kafka_bootstrap_servers,
-                [settings.user_topic, settings.dead_letter_topic],
+                [*self.topics, *self.topics.values()],
                 settings.topic_partitions,
                 settings.topic_replication,
             ),
@@ -67,7 +68,7 @@ class ConsumerProcess:
             self._server = await serve(self.metrics, settings.metrics_port)
             self.metrics_port = self._server.sockets[0].getsockname()[1]
             self._log.info("metrics.serving", port=self.metrics_port)
-        dead_letters = DeadLetters(self._producer, settings.dead_letter_topic, settings.group_id(self.domain.name))
+        dead_letters = DeadLetters(self._producer, self.topics, settings.group_id(self.domain.name))
         self._loop = ConsumerLoop(self.domain, settings, self._pool, registry, dead_letters, self.metrics, self._log)
         if self._stop_requested.is_set():
             self._loop.stop()

@@ -1,7 +1,8 @@
 """The consumers' own settings: read once from the environment in each entry point.
 
 Consumers don't import `service`, so they don't share its Settings; the variable names are the same where the
-meaning is the same (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, SCIMSYNC_USER_TOPIC, SCIMSYNC_TOPIC_PARTITIONS).
+meaning is the same (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, SCIMSYNC_USER_TOPIC, SCIMSYNC_GROUP_TOPIC,
+SCIMSYNC_TOPIC_PARTITIONS).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class ConsumerSettings:
     kafka_bootstrap_servers: str = LOCAL_KAFKA
     user_topic: str = "user-lifecycle.v1"
     dlq_topic: str = ""  # empty: `<user_topic>.dlq`
+    group_topic: str = "group-lifecycle.v1"
+    group_dlq_topic: str = ""  # empty: `<group_topic>.dlq`
     topic_partitions: int = 6
     topic_replication: int = 1
     group_prefix: str = ""  # consumer group = prefix + domain name ("booking", "workspace")
@@ -42,6 +45,19 @@ class ConsumerSettings:
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.user_topic}.dlq"
 
+    def topic(self, setting: str) -> str:
+        """A stream's topic by its setting name (`user_topic`, `group_topic`)."""
+        if setting == "user_topic":
+            return self.user_topic
+        if setting == "group_topic":
+            return self.group_topic
+        raise KeyError(setting)
+
+    def dead_letter_topic_for(self, setting: str) -> str:
+        if setting == "group_topic":
+            return self.group_dlq_topic or f"{self.group_topic}.dlq"
+        return self.dead_letter_topic if setting == "user_topic" else f"{self.topic(setting)}.dlq"
+
     def group_id(self, domain: str) -> str:
         return f"{self.group_prefix}{domain}"
 
@@ -53,6 +69,8 @@ class ConsumerSettings:
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
             user_topic=env.get("SCIMSYNC_USER_TOPIC", cls.user_topic),
             dlq_topic=env.get("SCIMSYNC_USER_DLQ_TOPIC", cls.dlq_topic),
+            group_topic=env.get("SCIMSYNC_GROUP_TOPIC", cls.group_topic),
+            group_dlq_topic=env.get("SCIMSYNC_GROUP_DLQ_TOPIC", cls.group_dlq_topic),
             topic_partitions=_int(env, "SCIMSYNC_TOPIC_PARTITIONS", cls.topic_partitions, minimum=1),
             topic_replication=_int(env, "SCIMSYNC_TOPIC_REPLICATION", cls.topic_replication, minimum=1),
             group_prefix=env.get("SCIMSYNC_CONSUMER_GROUP_PREFIX", cls.group_prefix),
@@ -77,6 +95,8 @@ class ConsumerSettings:
                 raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port], got {server!r}")
         if not self.user_topic:
             raise SettingsError("SCIMSYNC_USER_TOPIC must not be empty")
+        if not self.group_topic or self.group_topic == self.user_topic:
+            raise SettingsError("SCIMSYNC_GROUP_TOPIC must be set and differ from SCIMSYNC_USER_TOPIC")
         if self.metrics_port > 65535:
             raise SettingsError(f"SCIMSYNC_CONSUMER_METRICS_PORT must be a port number, got {self.metrics_port}")
         if self.schema_engine not in ("auto", "jsonschema", "jsonschema-rs"):

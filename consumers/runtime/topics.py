@@ -1,4 +1,4 @@
-"""Create the user topic and its dead-letter topic when missing, so a consumer can start before the relay."""
+"""Create a domain's topics and their dead-letter topics when missing, so a consumer can start before the relay."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The workspace domain: `workspace.members`, kept equal to the identity provider's users."""
+"""The workspace domain: `workspace.members` and `workspace.teams`, kept equal to the IdP's users and groups."""

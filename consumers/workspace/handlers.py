@@ -1,4 +1,5 @@
-"""Workspace handlers: every event but user.deleted carries the whole user, so each one is an upsert."""
+"""Workspace handlers for users (every event but user.deleted carries the whole user: each one is an upsert), and
+the domain: members from the user topic, teams from the group topic (teams.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from consumers.runtime import snapshot
-from consumers.runtime.domain import Domain, Handler
+from consumers.runtime.domain import Domain, Handler, Stream
 from consumers.runtime.envelope import Event
+from consumers.workspace import teams
 
 UPSERT = """
 INSERT INTO workspace.members AS m (tenant_id, user_id, user_name, display_name, given_name, family_name, email,
@@ -39,7 +41,8 @@ async def member_changed(conn: Any, event: Event) -> None:
 
 
 async def member_deleted(conn: Any, event: Event) -> None:
-    sql = "DELETE FROM workspace.members WHERE tenant_id = $1 AND user_id = $2"
+    """The member goes, and leaves every team (teams.USER_LEFT)."""
+    sql = f"WITH member AS (DELETE FROM workspace.members WHERE tenant_id = $1 AND user_id = $2) {teams.USER_LEFT}"
     await conn.execute(sql, event.tenant_id, event.user_id)
 
 
@@ -54,6 +57,22 @@ HANDLERS: dict[str, Handler] = {
 DOMAIN = Domain(
     name="workspace",
     schema_sql=Path(__file__).with_name("schema.sql"),
-    versions_table="workspace.versions",
-    handlers=HANDLERS,
+    streams={
+        "user_topic": Stream(versions_table="workspace.versions", handlers=HANDLERS),
+        "group_topic": Stream(
+            versions_table="workspace.group_versions",
+            handlers=teams.HANDLERS,
+            version_attribute="groupversion",
+            id_column="group_id",
+            snapshots=False,  # membership_changed carries only the change: a rebuild needs every event
+        ),
+    },
+    # Everything in the schema is derived from the events.
+    projection=(
+        "workspace.members",
+        "workspace.versions",
+        "workspace.teams",
+        "workspace.team_members",
+        "workspace.group_versions",
+    ),
 )

@@ -26,3 +26,32 @@ CREATE TABLE IF NOT EXISTS workspace.members (
     PRIMARY KEY (tenant_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS members_tenant_user_name ON workspace.members (tenant_id, lower(user_name));
+
+-- Teams, from the group lifecycle events (topic group-lifecycle.v1). `version` is the last groupversion applied.
+CREATE TABLE IF NOT EXISTS workspace.teams (
+    tenant_id     uuid NOT NULL,
+    group_id      uuid NOT NULL,
+    display_name  text NOT NULL,
+    external_id   text,
+    version       bigint NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, group_id)
+);
+
+-- No foreign key to members: the user and group topics are not ordered relative to each other, so a team may
+-- name a user the directory hasn't seen yet.
+CREATE TABLE IF NOT EXISTS workspace.team_members (
+    tenant_id  uuid NOT NULL,
+    group_id   uuid NOT NULL,
+    user_id    uuid NOT NULL,
+    PRIMARY KEY (tenant_id, group_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS team_members_user ON workspace.team_members (tenant_id, user_id);
+
+-- The groups' version gate (last groupversion applied); outlives a deleted team, like workspace.versions.
+CREATE TABLE IF NOT EXISTS workspace.group_versions (
+    tenant_id  uuid NOT NULL,
+    group_id   uuid NOT NULL,
+    version    bigint NOT NULL,
+    PRIMARY KEY (tenant_id, group_id)
+);

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.runtime.domain import Domain
+from consumers.runtime.domain import Domain, Stream
 from consumers.runtime.envelope import Event
 from consumers.runtime.process import ConsumerProcess
 from consumers.samples import produce, user_event
@@ -158,7 +158,7 @@ async def test_a_handler_failing_every_attempt_is_dead_lettered_and_the_rest_app
         await conn.execute(f"INSERT INTO {schema}.applied VALUES ($1)", event.id)
 
     domain = Domain(
-        name="flaky", schema_sql=sql, versions_table=f"{schema}.versions", handlers={"user.created": record}
+        name="flaky", schema_sql=sql, streams={"user_topic": Stream(f"{schema}.versions", {"user.created": record})}
     )
     tenant = str(uuid.uuid4())
     good = [user_event("user.created", tenant, str(uuid.uuid4()), 1) for _ in range(4)]
@@ -266,8 +266,14 @@ async def test_consumers_killed_mid_batch_converge_after_restart(env: ConsumerEn
                     "ELSE 5 END",
                     tenant,
                 )
-                w = await conn.fetchval("SELECT count(*) FROM workspace.versions WHERE tenant_id = $1", tenant)
-                return bool(b == len(users) and w == len(users)) and booking.metrics.total_lag == 0
+                w = await conn.fetchval(
+                    "SELECT count(*) FROM workspace.versions WHERE tenant_id = $1 AND version = CASE WHEN "
+                    "user_id = ANY ($2::uuid[]) THEN 6 ELSE 5 END",
+                    tenant,
+                    list(deleted),
+                )
+                lag = booking.metrics.total_lag + workspace.metrics.total_lag
+                return bool(b == len(users) and w == len(users)) and lag == 0
 
             await eventually(converged, 90, "both domains to converge")
         state = await domain_state(conn, tenant)
@@ -355,7 +361,7 @@ async def test_metrics_endpoint_shows_counters_and_lag_per_partition(env: Consum
 
 
 async def _all_partitions_measured(consumer: ConsumerProcess) -> bool:
-    return len(consumer.metrics.lag) == 3
+    return len(consumer.metrics.lag) == 6  # workspace: the user and the group topic, 3 partitions each
 
 
 async def test_a_deployment_error_stops_the_consumer_without_committing_or_dead_lettering(
@@ -374,7 +380,7 @@ async def test_a_deployment_error_stops_the_consumer_without_committing_or_dead_
         await conn.execute(f"UPDATE {schema}.versions SET no_such_column = 1")
 
     domain = Domain(
-        name="broken", schema_sql=sql, versions_table=f"{schema}.versions", handlers={"user.created": broken}
+        name="broken", schema_sql=sql, streams={"user_topic": Stream(f"{schema}.versions", {"user.created": broken})}
     )
     await produce(env.kafka, env.topic, [user_event("user.created", str(uuid.uuid4()), str(uuid.uuid4()), 1)])
     process = ConsumerProcess(domain, env.settings())

@@ -1,4 +1,5 @@
-"""End to end: Okta-style provisioning through the real SCIM API, the relay, Kafka, and both consumers.
+"""End to end: Okta-style provisioning (users, Push Groups) through the real SCIM API, the relay, Kafka, and both
+consumers.
 
 Every piece runs as it is deployed: the API (fixture `api_url`), `python -m service.cli relay` and
 `python -m consumers booking|workspace` as processes, all on this test's own topic.
@@ -29,6 +30,7 @@ REACTIVATE = {
     "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
     "Operations": [{"op": "replace", "value": {"active": True}}],
 }
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 @pytest.fixture
@@ -81,6 +83,23 @@ async def test_okta_lifecycle_through_scim_ends_in_the_right_state_in_both_domai
                 "SELECT * FROM workspace.members WHERE tenant_id = $1 AND user_id = $2", tenant.id, uid
             )
 
+        async def team_matches(gid: str) -> bool:
+            """workspace.teams and team_members say what GET /Groups/{id} says."""
+            scim_group = (await scim.get(f"/Groups/{gid}")).json()
+            team = await conn.fetchrow(
+                "SELECT * FROM workspace.teams WHERE tenant_id = $1 AND group_id = $2", tenant.id, gid
+            )
+            rows = await conn.fetch(
+                "SELECT user_id FROM workspace.team_members WHERE tenant_id = $1 AND group_id = $2", tenant.id, gid
+            )
+            return (
+                team is not None
+                and (team["display_name"], team["external_id"])
+                == (scim_group["displayName"], scim_group.get("externalId"))
+                and team["version"] == int(scim_group["meta"]["version"].strip('W/"'))
+                and {str(r["user_id"]) for r in rows} == {m["value"] for m in scim_group.get("members", [])}
+            )
+
         async def at_version(version: int) -> bool:
             row = await user_row()
             versions = await conn.fetchval(
@@ -122,6 +141,33 @@ async def test_okta_lifecycle_through_scim_ends_in_the_right_state_in_both_domai
             "active": True,
             "version": 1,
         }
+
+        # Okta Push Groups: look the group up, create it with its members, then a membership PATCH (204).
+        colleague = await scim.post("/Users", json={"userName": "alan@example.com", "displayName": "Alan"})
+        assert colleague.status_code == 201, colleague.text
+        alan = colleague.json()["id"]
+        lookup = await scim.get("/Groups", params={"filter": 'displayName eq "Floor 4"'})
+        assert lookup.status_code == 200 and lookup.json()["totalResults"] == 0
+        pushed = await scim.post(
+            "/Groups",
+            json={"schemas": [GROUP], "displayName": "Floor 4", "members": [{"value": uid, "display": "grace"}]},
+        )
+        assert pushed.status_code == 201, pushed.text
+        gid = pushed.json()["id"]
+        patched = await scim.patch(
+            f"/Groups/{gid}",
+            json={
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [
+                    {"op": "replace", "value": {"id": gid, "displayName": "Floor 4"}},
+                    {"op": "add", "path": "members", "value": [{"value": alan, "display": "alan@example.com"}]},
+                ],
+            },
+        )
+        assert patched.status_code == 204, patched.text
+        await eventually(lambda: team_matches(gid), 30, "the pushed group applied as a workspace team")
+        team_rows = await conn.fetch("SELECT user_id FROM workspace.team_members WHERE group_id = $1", gid)
+        assert {str(r["user_id"]) for r in team_rows} == {uid, alan}
 
         desk = await service.add_desk(conn, tenant.id, "4.01")
         first = await service.book(conn, tenant.id, uid, desk.id, next_week(9), next_week(17))
@@ -167,6 +213,10 @@ async def test_okta_lifecycle_through_scim_ends_in_the_right_state_in_both_domai
         assert response.status_code == 204
         await eventually(lambda: at_version(5), 30, "user.deleted applied by both consumers")
         assert await member() is None
+        # Grace left her team (SCIM removed her from the group; the workspace also on user.deleted).
+        await eventually(lambda: team_matches(gid), 30, "the team without the deleted user")
+        team_rows = await conn.fetch("SELECT user_id FROM workspace.team_members WHERE group_id = $1", gid)
+        assert {str(r["user_id"]) for r in team_rows} == {alan}
         row = await user_row()
         assert (row["deleted"], row["eligible"], row["display_name"], row["email"]) == (True, False, None, None)
         bookings = {b.id: b for b in await service.list_bookings(conn, tenant.id, uid)}

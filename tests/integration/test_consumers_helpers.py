@@ -34,17 +34,22 @@ PARTITIONS = 3
 class ConsumerEnv:
     database_url: str
     kafka: str
-    topic: str
+    topic: str  # the user topic
 
     @property
     def dlq(self) -> str:
         return f"{self.topic}.dlq"
+
+    @property
+    def group_topic(self) -> str:
+        return self.topic.replace("test-users-", "test-groups-", 1)
 
     def settings(self, **overrides: Any) -> ConsumerSettings:
         base = ConsumerSettings(
             database_url=self.database_url,
             kafka_bootstrap_servers=self.kafka,
             user_topic=self.topic,
+            group_topic=self.group_topic,
             topic_partitions=PARTITIONS,
             group_prefix=f"{self.topic}.",
             retry_backoff_s=0.05,
@@ -57,6 +62,7 @@ class ConsumerEnv:
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "SCIMSYNC_USER_TOPIC": self.topic,
+            "SCIMSYNC_GROUP_TOPIC": self.group_topic,
             "SCIMSYNC_TOPIC_PARTITIONS": str(PARTITIONS),
             "SCIMSYNC_CONSUMER_GROUP_PREFIX": f"{self.topic}.",
             **extra,
@@ -65,7 +71,7 @@ class ConsumerEnv:
 
 async def new_env(database_url: str, kafka: str) -> ConsumerEnv:
     env = ConsumerEnv(database_url, kafka, f"test-users-{uuid.uuid4().hex[:10]}")
-    await ensure_topics(kafka, [env.topic, env.dlq], PARTITIONS, 1)
+    await ensure_topics(kafka, [env.topic, env.dlq, env.group_topic, f"{env.group_topic}.dlq"], PARTITIONS, 1)
     conn = await connect(database_url)
     try:
         for domain in DOMAINS.values():

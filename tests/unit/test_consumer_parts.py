@@ -12,7 +12,7 @@ from consumers.cli import DOMAIN_NAMES, add_commands
 from consumers.domains import DOMAINS
 from consumers.runtime import snapshot
 from consumers.runtime.deadletter import dead_letter_headers
-from consumers.runtime.domain import Domain
+from consumers.runtime.domain import Domain, Stream
 from consumers.runtime.metrics import Metrics
 from consumers.runtime.settings import DEFAULT_SCHEMAS_DIR, ConsumerSettings, SettingsError
 
@@ -80,15 +80,19 @@ def test_snapshot_attributes() -> None:
 
 
 def test_metrics_text() -> None:
-    metrics = Metrics(group="booking", topic="user-lifecycle.v1")
-    metrics.add("applied", 3)
-    metrics.add("skipped_duplicate")
-    metrics.lag.update({0: 5, 1: 0})
+    metrics = Metrics(group="workspace", topics=("user-lifecycle.v1", "group-lifecycle.v1"))
+    metrics.add("applied", 3, topic="user-lifecycle.v1")
+    metrics.add("applied", 2, topic="group-lifecycle.v1")
+    metrics.add("skipped_duplicate", topic="user-lifecycle.v1")
+    metrics.lag.update({("user-lifecycle.v1", 0): 5, ("user-lifecycle.v1", 1): 0, ("group-lifecycle.v1", 0): 1})
     text = metrics.render()
-    assert 'scimsync_consumer_applied_total{group="booking",topic="user-lifecycle.v1"} 3\n' in text
+    assert 'scimsync_consumer_applied_total{group="workspace",topic="user-lifecycle.v1"} 3\n' in text
+    assert 'scimsync_consumer_applied_total{group="workspace",topic="group-lifecycle.v1"} 2\n' in text
+    assert 'scimsync_consumer_skipped_duplicate_total{group="workspace",topic="group-lifecycle.v1"} 0\n' in text
     assert "# TYPE scimsync_consumer_lag gauge\n" in text
-    assert 'scimsync_consumer_lag{group="booking",topic="user-lifecycle.v1",partition="0"} 5\n' in text
-    assert (metrics.handled, metrics.total_lag) == (4, 5)
+    assert 'scimsync_consumer_lag{group="workspace",topic="user-lifecycle.v1",partition="0"} 5\n' in text
+    assert 'scimsync_consumer_lag{group="workspace",topic="group-lifecycle.v1",partition="0"} 1\n' in text
+    assert (metrics.handled, metrics.total_lag, metrics.counts["applied"]) == (6, 6, 5)
 
 
 def test_dead_letter_headers_keep_the_original_ones() -> None:
@@ -112,7 +116,53 @@ def test_dead_letter_headers_keep_the_original_ones() -> None:
 
 def test_domain_versions_table_must_be_a_plain_name() -> None:
     with pytest.raises(ValueError, match="versions_table"):
-        Domain(name="x", schema_sql=Path("x.sql"), versions_table="x; DROP TABLE y", handlers={})
+        Stream(versions_table="x; DROP TABLE y", handlers={})
+    with pytest.raises(ValueError, match="plain names"):
+        Stream(versions_table="x.v", handlers={}, id_column="id; --")
+    with pytest.raises(ValueError, match="topic settings"):
+        Domain(name="x", schema_sql=Path("x.sql"), streams={"payroll_topic": Stream("x.v", {})})
+    with pytest.raises(ValueError, match="projection"):
+        Domain(name="x", schema_sql=Path("x.sql"), streams={"user_topic": Stream("x.v", {})}, projection=("x",))
+
+
+def test_the_version_gate_reapplies_the_stored_version_only_for_repairs() -> None:
+    sql = Stream(versions_table="workspace.group_versions", handlers={}, id_column="group_id").advance_sql
+    assert "INSERT INTO workspace.group_versions AS v (tenant_id, group_id, version)" in sql
+    assert "WHERE v.version < EXCLUDED.version OR ($4 AND v.version = EXCLUDED.version)" in sql
+
+
+def test_workspace_consumes_users_and_groups_each_with_its_own_gate() -> None:
+    workspace, booking = DOMAINS["workspace"], DOMAINS["booking"]
+    users, groups = workspace.streams["user_topic"], workspace.streams["group_topic"]
+    assert (users.versions_table, users.version_attribute, users.snapshots) == (
+        "workspace.versions",
+        "userversion",
+        True,
+    )
+    assert (groups.versions_table, groups.version_attribute, groups.id_column, groups.snapshots) == (
+        "workspace.group_versions",
+        "groupversion",
+        "group_id",
+        False,
+    )
+    assert set(groups.handlers) == {"group.created", "group.updated", "group.membership_changed", "group.deleted"}
+    assert set(booking.streams) == {"user_topic"} and booking.projection == ("booking.users",)
+    assert "workspace.teams" in workspace.projection and "workspace.group_versions" in workspace.projection
+
+
+def test_group_topic_settings() -> None:
+    default = ConsumerSettings.from_env({})
+    assert (default.topic("group_topic"), default.dead_letter_topic_for("group_topic")) == (
+        "group-lifecycle.v1",
+        "group-lifecycle.v1.dlq",
+    )
+    custom = ConsumerSettings.from_env({"SCIMSYNC_GROUP_TOPIC": "g", "SCIMSYNC_USER_DLQ_TOPIC": "u.dead"})
+    assert (custom.dead_letter_topic_for("group_topic"), custom.dead_letter_topic_for("user_topic")) == (
+        "g.dlq",
+        "u.dead",
+    )
+    with pytest.raises(SettingsError, match="SCIMSYNC_GROUP_TOPIC"):
+        ConsumerSettings.from_env({"SCIMSYNC_GROUP_TOPIC": "user-lifecycle.v1"})
 
 
 def test_cli_commands_are_standalone() -> None:
@@ -147,6 +197,14 @@ def test_cli_commands_are_standalone() -> None:
         4.0,
         True,
     )
+    rebuild = parser.parse_args(["rebuild", "booking", "--since", "2026-03-02T09:00", "--force"])
+    assert (rebuild.domain, rebuild.force, rebuild.since.tzinfo is not None, rebuild.standalone) == (
+        "booking",
+        True,
+        True,
+        True,
+    )
+    assert parser.parse_args(["rebuild", "workspace"]).force is False
     with pytest.raises(SystemExit):
         parser.parse_args(["consume", "payroll"])
     assert set(DOMAIN_NAMES) == set(DOMAINS)
