@@ -9,6 +9,7 @@ see each other's users.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 from service.settings import LOCAL_DATABASE_URL, LOCAL_KAFKA
 from service.store import migrator, tenants
 from service.store.pool import connect
+from tests.integration.test_consumers_helpers import ConsumerEnv, new_env, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,3 +165,36 @@ async def scim(tenant: TenantInfo) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client pointed at a fresh tenant's SCIM base URL, with its bearer token."""
     async with httpx.AsyncClient(base_url=tenant.base_url, headers=tenant.headers, timeout=30) as client:
         yield client
+
+
+# --- the whole pipeline: relay and both consumers as processes, on a test's own topics ---------------------
+
+
+@pytest.fixture
+async def env(database_url: str, stack: Stack) -> ConsumerEnv:
+    return await new_env(database_url, stack.kafka)
+
+
+@pytest.fixture
+def pipeline(env: ConsumerEnv) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The relay and both consumers, on this test's topic; SIGTERM at the end (they must exit cleanly)."""
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+    with open(ROOT / ".pytest_cache" / f"e2e-relay-{env.topic}.log", "wb") as log:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "relay"],
+            cwd=ROOT,
+            env={**env.environ(), "SCIMSYNC_LOG_LEVEL": "info"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    procs = [
+        relay,
+        spawn("booking", env, f"e2e-booking-{env.topic}"),
+        spawn("workspace", env, f"e2e-workspace-{env.topic}"),
+    ]
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    codes = [proc.wait(timeout=20) for proc in procs]
+    assert codes[1:] == [0, 0], f"consumers exited with {codes[1:]}"

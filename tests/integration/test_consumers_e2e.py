@@ -7,11 +7,7 @@ Every piece runs as it is deployed: the API (fixture `api_url`), `python -m serv
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,8 +15,8 @@ import httpx
 import pytest
 
 from consumers.booking import service
-from tests.integration.conftest import ROOT, Stack, TenantInfo
-from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually, new_env, spawn
+from tests.integration.conftest import ROOT, TenantInfo
+from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually
 
 DEACTIVATE = {
     "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
@@ -31,36 +27,6 @@ REACTIVATE = {
     "Operations": [{"op": "replace", "value": {"active": True}}],
 }
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-
-
-@pytest.fixture
-async def env(database_url: str, stack: Stack) -> ConsumerEnv:
-    return await new_env(database_url, stack.kafka)
-
-
-@pytest.fixture
-def pipeline(env: ConsumerEnv) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """The relay and both consumers, on this test's topic; SIGTERM at the end (they must exit cleanly)."""
-    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-    with open(ROOT / ".pytest_cache" / f"e2e-relay-{env.topic}.log", "wb") as log:
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "relay"],
-            cwd=ROOT,
-            env={**env.environ(), "SCIMSYNC_LOG_LEVEL": "info"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    procs = [
-        relay,
-        spawn("booking", env, f"e2e-booking-{env.topic}"),
-        spawn("workspace", env, f"e2e-workspace-{env.topic}"),
-    ]
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-    codes = [proc.wait(timeout=20) for proc in procs]
-    assert codes[1:] == [0, 0], f"consumers exited with {codes[1:]}"
 
 
 def next_week(hour: int) -> datetime:
