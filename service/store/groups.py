@@ -23,7 +23,8 @@ from service.domain.filter import Expr
 from service.domain.groups import GroupRecord, Member, MembershipDelta
 from service.domain.schema import AttrRef
 from service.domain.versions import check_version
-from service.store.filter_sql import GROUP_COLUMNS, order_sql, to_sql
+from service.store.filter_sql import GROUP_COLUMNS
+from service.store.paging import fetch_page
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
 
@@ -201,27 +202,9 @@ async def search(
 ) -> Page:
     """One page in a stable order (the sort key, then creation order); `start` is 1-based. Members of the whole
     page are loaded in one more query, and only when `members`."""
-    params: list[object] = [uuid.UUID(tenant_id)]
-    where = "tenant_id = $1"
-    if expr is not None:
-        where += f" AND ({to_sql(expr, params, GROUP_COLUMNS)})"
-    if count == 0:
-        return Page(await pool.fetchval(f"SELECT count(*) FROM groups WHERE {where}", *params), [])
-    order = "seq"
-    if sort is not None:
-        ref, descending = sort
-        order = f"{order_sql(ref, GROUP_COLUMNS)} {'DESC' if descending else 'ASC'} NULLS LAST, seq"
-    params += [count, start - 1]
-    rows = await pool.fetch(
-        f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM groups WHERE {where} "
-        f"ORDER BY {order} LIMIT ${len(params) - 1} OFFSET ${len(params)}",
-        *params,
-    )
-    if not rows:
-        # Past the last page the window has no row to report the total on.
-        return Page(await pool.fetchval(f"SELECT count(*) FROM groups WHERE {where}", *params[:-2]), [])
+    total, rows = await fetch_page(pool, "groups", GROUP_COLUMNS, _COLUMNS, tenant_id, expr, sort, start, count)
     records = [_record(r) for r in rows]
-    return Page(rows[0]["total"], await with_members(pool, tenant_id, records, display) if members else records)
+    return Page(total, await with_members(pool, tenant_id, records, display) if members else records)
 
 
 async def update(

@@ -20,7 +20,8 @@ from service.domain.filter import Expr
 from service.domain.schema import AttrRef
 from service.domain.users import UserRecord
 from service.domain.versions import check_version
-from service.store.filter_sql import order_sql, to_sql
+from service.store.filter_sql import USER_COLUMNS
+from service.store.paging import fetch_page
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
 
@@ -153,29 +154,8 @@ async def search(
     count: int,
 ) -> Page:
     """One page in a stable order (the sort key, then creation order); `start` is 1-based."""
-    params: list[object] = [uuid.UUID(tenant_id)]
-    where = "tenant_id = $1"
-    if expr is not None:
-        where += f" AND ({to_sql(expr, params)})"
-    if count == 0:
-        return Page(await pool.fetchval(f"SELECT count(*) FROM users WHERE {where}", *params), [])
-    order = "seq"
-    if sort is not None:
-        ref, descending = sort
-        order = f"{order_sql(ref)} {'DESC' if descending else 'ASC'} NULLS LAST, seq"
-    params += [count, start - 1]
-    rows = await pool.fetch(
-        f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM users WHERE {where} "
-        f"ORDER BY {order} LIMIT ${len(params) - 1} OFFSET ${len(params)}",
-        *params,
-    )
-    if rows:
-        return Page(rows[0]["total"], [_record(r) for r in rows])
-    if start == 1:
-        return Page(0, [])  # Okta's lookup before a create: no match, nothing more to count
-    # Past the last page the window has no row to report the total on.
-    total = await pool.fetchval(f"SELECT count(*) FROM users WHERE {where}", *params[:-2])
-    return Page(total, [])
+    total, rows = await fetch_page(pool, "users", USER_COLUMNS, _COLUMNS, tenant_id, expr, sort, start, count)
+    return Page(total, [_record(r) for r in rows])
 
 
 async def update(
