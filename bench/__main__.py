@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["api", "groups", "relay", "replay", "consumers", "rebuild"]
+BENCHES = ["api", "groups", "relay", "e2e", "replay", "consumers", "rebuild"]
 
 
 def main() -> int:
