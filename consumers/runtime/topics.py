@@ -7,6 +7,10 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+# The same bounded retention as the relay's topics (service/relay/publisher.py): events and dead letters hold
+# personal data, which must leave Kafka within about 8 days of a user's deletion (README "Personal data").
+TOPIC_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000), "segment.ms": str(24 * 3600 * 1000)}
+
 
 async def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, replication: int) -> list[str]:
     """Create the topics that don't exist yet; return those this call created. Existing topics are left alone."""
@@ -17,7 +21,9 @@ async def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: i
         missing = [t for t in topics if t not in existing]
         if not missing:
             return []
-        response = await admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+        response = await admin.create_topics(
+            [NewTopic(t, partitions, replication, topic_configs=TOPIC_CONFIG) for t in missing]
+        )
     finally:
         with contextlib.suppress(Exception):
             await admin.close()

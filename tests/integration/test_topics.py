@@ -8,14 +8,12 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from consumers.runtime.topics import ensure_topics
 from service.relay.publisher import ensure_topic
 
 
-async def test_a_created_topic_has_a_week_of_retention_in_daily_segments(stack: Any) -> None:
-    topic = f"scimsync-retention-{uuid.uuid4().hex[:8]}"
-    assert await ensure_topic(stack.kafka, topic, 2, 1) is True
-    assert await ensure_topic(stack.kafka, topic, 2, 1) is False  # exists: left as it is
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka)
+async def retention(kafka: str, topic: str) -> tuple[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
         response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
@@ -23,5 +21,17 @@ async def test_a_created_topic_has_a_week_of_retention_in_daily_segments(stack: 
         await admin.delete_topics([topic])
     finally:
         await admin.close()
-    assert configs["retention.ms"] == str(7 * 24 * 3600 * 1000)
-    assert configs["segment.ms"] == str(24 * 3600 * 1000)
+    return configs["retention.ms"], configs["segment.ms"]
+
+
+async def test_a_topic_the_relay_creates_has_a_week_of_retention_in_daily_segments(stack: Any) -> None:
+    topic = f"scimsync-retention-{uuid.uuid4().hex[:8]}"
+    assert await ensure_topic(stack.kafka, topic, 2, 1) is True
+    assert await ensure_topic(stack.kafka, topic, 2, 1) is False  # exists: left as it is
+    assert await retention(stack.kafka, topic) == (str(7 * 24 * 3600 * 1000), str(24 * 3600 * 1000))
+
+
+async def test_a_topic_or_dead_letter_topic_a_consumer_creates_has_the_same(stack: Any) -> None:
+    topic = f"scimsync-retention-{uuid.uuid4().hex[:8]}.dlq"
+    assert await ensure_topics(stack.kafka, [topic], 2, 1) == [topic]
+    assert await retention(stack.kafka, topic) == (str(7 * 24 * 3600 * 1000), str(24 * 3600 * 1000))
