@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -16,8 +17,12 @@ async def retention(kafka: str, topic: str) -> tuple[str, str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
-        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        configs = {entry[0]: entry[1] for result in response for resource in result.resources for entry in resource[4]}
+        for _ in range(50):  # a broker that just started may not describe a topic it just created yet
+            response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            configs = {e[0]: e[1] for result in response for resource in result.resources for e in resource[4]}
+            if "retention.ms" in configs:
+                break
+            await asyncio.sleep(0.1)
         await admin.delete_topics([topic])
     finally:
         await admin.close()
