@@ -2,10 +2,11 @@
 
 Compares `users`, `groups` and `group_members` with `workspace.members`, `workspace.teams`,
 `workspace.team_members`, `booking.users` and `booking.bookings`, straight in SQL (the projections live in
-the same database here; reconcile reads them, it never writes them). `--fix` re-publishes the latest
-event of every user that differs, with the `scimsync_repair` header, so the consumers re-apply it even at
-the version they already hold. Team drift is reported, and fixed by `scimsync rebuild workspace`: a
-group's latest event is a delta, not a snapshot.
+the same database here; reconcile reads them, it never writes them). `--fix` re-publishes, with the
+`scimsync_repair` header, the latest event of every user that differs (the consumers re-apply it even at
+the version they already hold) and the whole history of every group that differs, marked
+`scimsync_repair_through: N` (its latest version): a group event is a change, not a snapshot, so the
+consumer resets the team at its first event and re-applies the rest (consumers/runtime/domain.py).
 
 Exit status: 0 no drift, 1 drift found (repairs published with --fix), 2 could not check.
 """
@@ -16,11 +17,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.domain.events import StoredEvent
 from service.relay.publisher import Publisher
 from service.settings import Settings
 from service.store import outbox
 
 REPAIR_HEADER = ("scimsync_repair", b"1")
+REPAIR_THROUGH = "scimsync_repair_through"
 
 # Each check: (name, what it means, SQL returning (tenant_id, id) of every drifted user or group).
 # `$1` is the tenant filter (NULL: every tenant).
@@ -144,6 +147,9 @@ class Report:
     def drifted_users(self) -> set[tuple[str, str]]:
         return {pair for name, pairs in self.drift.items() if not name.startswith("teams.") for pair in pairs}
 
+    def drifted_groups(self) -> set[tuple[str, str]]:
+        return {pair for name, pairs in self.drift.items() if name.startswith("teams.") for pair in pairs}
+
     def summary(self) -> dict[str, Any]:
         return {
             "drift": self.drifted,
@@ -172,6 +178,12 @@ async def check(conn: Any, tenant_id: str | None) -> Report:
     return report
 
 
+_HISTORY = """
+SELECT sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data
+FROM events WHERE aggregate = 'group' AND (tenant_id, subject) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+ORDER BY subject, sequence
+"""
+
 _LATEST = """
 SELECT DISTINCT ON (subject) sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data
 FROM events WHERE aggregate = 'user' AND (tenant_id, subject) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
@@ -180,20 +192,26 @@ ORDER BY subject, sequence DESC
 
 
 async def repair(conn: Any, settings: Settings, report: Report) -> None:
-    """Re-publish the latest event of every drifted user, marked as a repair."""
-    pairs = sorted(report.drifted_users())
-    if not pairs:
-        return
-    rows = await conn.fetch(_LATEST, [uuid.UUID(t) for t, _ in pairs], [uuid.UUID(u) for _, u in pairs])
+    """Re-publish the latest event of every drifted user and the history of every drifted group, as repairs."""
+    users, groups = sorted(report.drifted_users()), sorted(report.drifted_groups())
+    rows = await conn.fetch(_LATEST, [uuid.UUID(t) for t, _ in users], [uuid.UUID(u) for _, u in users])
     latest = sorted((outbox.stored(row) for row in rows), key=lambda e: e.sequence)
-    found = {e.subject for e in latest}
-    report.unfixable = [user for _, user in pairs if user not in found]
+    rows = await conn.fetch(_HISTORY, [uuid.UUID(t) for t, _ in groups], [uuid.UUID(g) for _, g in groups])
+    histories: dict[str, list[StoredEvent]] = {}
+    for row in rows:
+        histories.setdefault(str(row["subject"]), []).append(outbox.stored(row))
+    found = {e.subject for e in latest} | set(histories)
+    report.unfixable = [i for _, i in users + groups if i not in found]
     publisher = Publisher(settings.kafka_bootstrap_servers, settings.topics(), settings.topic_partitions)
     try:
-        await publisher.publish(latest, extra_headers=[REPAIR_HEADER])
+        if latest:
+            await publisher.publish(latest, extra_headers=[REPAIR_HEADER])
+        for history in histories.values():
+            through = (REPAIR_THROUGH, str(history[-1].version).encode())
+            await publisher.publish(history, extra_headers=[REPAIR_HEADER, through])
     finally:
         await publisher.close()
-    report.repairs_published = len(latest)
+    report.repairs_published = len(latest) + sum(len(h) for h in histories.values())
 
 
 def meanings() -> dict[str, str]:

@@ -13,6 +13,12 @@ the entity's latest event, re-sent) is applied also when its version *equals* th
 still skipped. So every handler must be idempotent for the latest event: applying it twice leaves the same state
 as applying it once (upserts and "set to" updates are; booking's deactivation and deletion cancel the future
 confirmed bookings again, of which there are none the second time, or only ones that shouldn't exist).
+
+Repairing a history. Group events are changes, not snapshots, so re-sending the latest one can't repair a team.
+`reconcile --fix` then re-sends the entity's whole history with `scimsync_repair: 1` and
+`scimsync_repair_through: N` (its latest version). Its first event (version 1) resets the entity through the
+stream's `reset` handler, unless the domain already holds a version newer than N (live events since: leave them;
+reconcile again later); the following events then apply as newer ones.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from consumers.runtime.envelope import Event
 # A handler applies one event inside the transaction the runtime opened (after the version gate let it through).
 Handler = Callable[[Any, Event], Awaitable[None]]
 REPAIR_HEADER = "scimsync_repair"
+REPAIR_THROUGH_HEADER = "scimsync_repair_through"
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 TOPIC_SETTINGS = ("user_topic", "group_topic")  # the ConsumerSettings attributes a stream may name
@@ -44,6 +51,8 @@ class Stream:
     # Every event carries the entity's whole state (user events do; group events carry changes). A rebuild then
     # needs only each entity's last event, and must not re-apply older ones to data the domain keeps (bookings).
     snapshots: bool = True
+    # Clears the entity from the projection before its history is re-applied (a repair, see above).
+    reset: Handler | None = None
 
     def __post_init__(self) -> None:
         if not _TABLE.match(self.versions_table):
@@ -88,5 +97,14 @@ class Domain:
 
 async def advance_version(conn: Any, stream: Stream, event: Event) -> bool:
     """True when the event is to be applied (newer, or a repair of the current version); the gate has moved."""
+    if event.repair and event.repair_through is not None and event.version == 1 and stream.reset is not None:
+        key = f"tenant_id = $1 AND {stream.id_column} = $2"
+        stored = await conn.fetchval(
+            f"SELECT version FROM {stream.versions_table} WHERE {key} FOR UPDATE", event.tenant_id, event.subject
+        )
+        if stored is not None and stored > event.repair_through:
+            return False  # newer than the history being re-sent: don't rewind it
+        await conn.execute(f"DELETE FROM {stream.versions_table} WHERE {key}", event.tenant_id, event.subject)
+        await stream.reset(conn, event)
     row = await conn.fetchval(stream.advance_sql, event.tenant_id, event.subject, event.version, event.repair)
     return row is not None

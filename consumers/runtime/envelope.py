@@ -31,6 +31,7 @@ class Event:
     data: dict[str, Any]  # user events: the SCIM user after the change ({"id"} only for user.deleted)
     erased: bool = False  # the user was deleted since: data is {"id", "erased": true}; apply only the version
     repair: bool = False  # the `scimsync_repair` header: apply also at the stored version (runtime/domain.py)
+    repair_through: int | None = None  # `scimsync_repair_through`: a history re-sent up to this version
 
     @property
     def user_id(self) -> str:
@@ -39,7 +40,11 @@ class Event:
 
 
 def decode(
-    value: bytes | None, registry: SchemaRegistry, version_attribute: str = "userversion", repair: bool = False
+    value: bytes | None,
+    registry: SchemaRegistry,
+    version_attribute: str = "userversion",
+    repair: bool = False,
+    repair_through: int | None = None,
 ) -> Event:
     """Parse and validate one record value; raises InvalidEvent. `version_attribute`: the stream's version."""
     if value is None:
@@ -64,6 +69,7 @@ def decode(
         data=data,
         erased=data.get("erased") is True,
         repair=repair,
+        repair_through=repair_through,
     )
 
 

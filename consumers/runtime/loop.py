@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers.runtime.database import FATAL_ERRORS, TRANSIENT_ERRORS
 from consumers.runtime.deadletter import DeadLetters
-from consumers.runtime.domain import REPAIR_HEADER, Domain, Stream, advance_version
+from consumers.runtime.domain import REPAIR_HEADER, REPAIR_THROUGH_HEADER, Domain, Stream, advance_version
 from consumers.runtime.envelope import Event, decode
 from consumers.runtime.errors import InvalidEvent
 from consumers.runtime.metrics import Metrics
@@ -118,7 +118,9 @@ class ConsumerLoop:
         try:
             for record in records:
                 try:
-                    event = decode(record.value, self._registry, stream.version_attribute, _repair(record))
+                    event = decode(
+                        record.value, self._registry, stream.version_attribute, _repair(record), _through(record)
+                    )
                     events.append((record, event))
                 except InvalidEvent as exc:
                     await self._dead_letter(record, str(exc), kind=exc.kind, attempts=1)
@@ -246,6 +248,14 @@ def _names(partitions: set[TopicPartition]) -> list[str]:
 def _repair(record: Any) -> bool:
     """The record carries `scimsync_repair: 1` (runtime/domain.py)."""
     return any(key == REPAIR_HEADER and value == b"1" for key, value in record.headers or ())
+
+
+def _through(record: Any) -> int | None:
+    """`scimsync_repair_through: N`: the record is part of an entity's history re-sent up to version N."""
+    for key, value in record.headers or ():
+        if key == REPAIR_THROUGH_HEADER and value.isdigit():
+            return int(value)
+    return None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

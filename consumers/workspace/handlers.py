@@ -65,6 +65,7 @@ DOMAIN = Domain(
             version_attribute="groupversion",
             id_column="group_id",
             snapshots=False,  # membership_changed carries only the change: a rebuild needs every event
+            reset=teams.team_deleted,  # a team's history re-sent by `reconcile --fix` starts from nothing
         ),
     },
     # Everything in the schema is derived from the events.

@@ -169,3 +169,39 @@ async def test_a_repair_event_makes_booking_cancel_what_drifted(env: ConsumerEnv
             assert (row["eligible"], row["version"]) == (False, 2)
         finally:
             await conn.close()
+
+
+async def test_a_repaired_history_rebuilds_a_team_but_never_rewinds_a_newer_one(env: ConsumerEnv) -> None:
+    """What `reconcile --fix` sends for a drifted group: its whole history, `scimsync_repair_through: N`."""
+    tenant, ada, bob, cy, team = (str(uuid.uuid4()) for _ in range(5))
+    history = [
+        group_event("group.created", tenant, team, 1, display_name="Crew", members=[ada]),
+        group_event("group.membership_changed", tenant, team, 2, added=[bob], removed=[]),
+    ]
+    await produce(env.kafka, env.group_topic, history)
+    async with running("workspace", env.settings()) as consumer:
+        await until_idle(consumer, 2)
+        conn = await db_connect(env)
+        try:
+            # Drift: bob lost, a stranger added, behind the consumer's back.
+            await conn.execute("DELETE FROM workspace.team_members WHERE group_id = $1 AND user_id = $2", team, bob)
+            await conn.execute("INSERT INTO workspace.team_members VALUES ($1, $2, $3)", tenant, team, cy)
+            through = [*REPAIR, ("scimsync_repair_through", b"2")]
+            await produce(env.kafka, env.group_topic, history, extra_headers=through)
+            await until_idle(consumer, 4)
+            state = (await teams(conn, tenant))[team]
+            assert (state["members"], state["version"]) == ({ada, bob}, 2)
+
+            # A live change (v3) arrived before a stale repair of v1..v2: the repair must not rewind it.
+            await produce(
+                env.kafka,
+                env.group_topic,
+                [group_event("group.membership_changed", tenant, team, 3, added=[cy], removed=[])],
+            )
+            await until_idle(consumer, 5)
+            await produce(env.kafka, env.group_topic, history, extra_headers=through)
+            await until_idle(consumer, 7)
+            state = (await teams(conn, tenant))[team]
+            assert (state["members"], state["version"]) == ({ada, bob, cy}, 3)
+        finally:
+            await conn.close()

@@ -101,18 +101,38 @@ async def test_reconcile_finds_injected_drift_and_fix_repairs_it(
         )  # fmt: skip
         assert (cancelled["status"], cancelled["cancel_reason"]) == ("cancelled", "user_deactivated")
 
-        # Team drift is found too; it is the rebuild's to fix (a group event is a delta, not a snapshot).
+        # Team drift: a member lost, a stranger added, a whole team gone. A group event is a change, not a
+        # snapshot, so --fix re-sends each drifted group's history and the consumer rebuilds those teams.
+        other = (await scim.post("/Groups", json={"displayName": "Other", "members": [{"value": cat}]})).json()["id"]
+        rename = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Team A"}]}
+        assert (await scim.patch(f"/Groups/{gid}", json=rename)).status_code == 204
+        await converged(env, tenant)
         await conn.execute(
             "DELETE FROM workspace.team_members WHERE tenant_id = $1 AND group_id = $2 AND user_id = $3",
             tid, uuid.UUID(gid), uuid.UUID(ben),
         )  # fmt: skip
-        code, report, _ = await reconcile(env, tenant)
-        assert code == 1 and report["found"]["teams.wrong_members"] == 1
         await conn.execute(
             "INSERT INTO workspace.team_members (tenant_id, group_id, user_id) VALUES ($1, $2, $3)",
-            tid, uuid.UUID(gid), uuid.UUID(ben),
+            tid, uuid.UUID(gid), uuid.UUID(dan),
         )  # fmt: skip
-        assert (await reconcile(env, tenant))[0] == 0
+        await conn.execute("DELETE FROM workspace.teams WHERE group_id = $1", uuid.UUID(other))
+        await conn.execute("DELETE FROM workspace.team_members WHERE group_id = $1", uuid.UUID(other))
+        code, report, _ = await reconcile(env, tenant)
+        assert code == 1
+        assert {n: c for n, c in report["found"].items() if c} == {"teams.missing": 1, "teams.wrong_members": 1}
+        code, report, _ = await reconcile(env, tenant, "--fix")
+        assert code == 1 and report["repairs_published"] == 3  # Team: created, updated; Other: created
+        await converged(env, tenant)
+        teams = await conn.fetch(
+            "SELECT t.display_name, array_agg(m.user_id::text ORDER BY m.user_id) AS members FROM workspace.teams t"
+            " JOIN workspace.team_members m USING (tenant_id, group_id) WHERE t.tenant_id = $1"
+            " GROUP BY t.display_name ORDER BY t.display_name",
+            tid,
+        )
+        assert [(t["display_name"], t["members"]) for t in teams] == [
+            ("Other", [cat]),
+            ("Team A", sorted([ann, ben])),
+        ]
     finally:
         await conn.close()
 
