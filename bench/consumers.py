@@ -30,19 +30,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import harness
 from consumers.domains import DOMAINS
-from consumers.runtime.database import apply_schema, connect
+from consumers.runtime.database import connect
 from consumers.runtime.topics import ensure_topics
 from consumers.samples import headers, key, user_event
 
-ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync")
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092")
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "scimsync_bench_consumers"
@@ -247,20 +245,7 @@ async def run(mode: str, domains: list[str], users: int, versions: int, partitio
 
 
 async def fresh_database() -> str:
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {DB_NAME}")
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{DB_NAME}"))
-    conn = await connect(url)
-    try:
-        for domain in DOMAINS.values():
-            await apply_schema(conn, domain.schema_sql)
-    finally:
-        await conn.close()
-    return url
+    return await harness.fresh_database(DB_NAME, migrate=False, schemas=tuple(d.schema_sql for d in DOMAINS.values()))
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -29,17 +29,27 @@ def database_url(name: str) -> str:
     return urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
 
 
-async def fresh_database(name: str) -> str:
-    """Drop and re-create database `name`, migrated; return its URL."""
+async def fresh_database(name: str, migrate: bool = True, schemas: tuple[Path, ...] = ()) -> str:
+    """Drop and re-create database `name`, with the service's migrations (unless not `migrate`) and the given
+    schema files (e.g. the consumers' schema.sql); return its URL."""
     admin = await connect(ADMIN_URL)
     await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
     url = database_url(name)
     conn = await connect(url)
-    await migrator.migrate(conn)
+    if migrate:
+        await migrator.migrate(conn)
+    for schema in schemas:
+        await conn.execute(schema.read_text())
     await conn.close()
     return url
+
+
+async def drop_database(name: str) -> None:
+    admin = await connect(ADMIN_URL)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.close()
 
 
 async def new_tenant(url: str, name: str = "bench") -> tuple[str, str]:

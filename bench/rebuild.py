@@ -20,20 +20,19 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import harness
 from consumers.domains import DOMAINS
 from consumers.runtime import logs
-from consumers.runtime.database import apply_schema, connect
+from consumers.runtime.database import connect
 from consumers.runtime.process import ConsumerProcess
 from consumers.runtime.settings import ConsumerSettings
 from consumers.runtime.topics import ensure_topics
 from consumers.samples import group_event, produce, user_event
 
-ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync")
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092")
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "scimsync_bench_rebuild"
@@ -46,19 +45,7 @@ def _emit(record: dict[str, Any]) -> None:
 
 
 async def _fresh_database() -> str:
-    admin = await connect(ADMIN_URL)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {DB_NAME}")
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{DB_NAME}"))
-    conn = await connect(url)
-    try:
-        await apply_schema(conn, DOMAINS["workspace"].schema_sql)
-    finally:
-        await conn.close()
-    return url
+    return await harness.fresh_database(DB_NAME, migrate=False, schemas=(DOMAINS["workspace"].schema_sql,))
 
 
 async def _fingerprint(url: str) -> dict[str, Any]:

@@ -32,17 +32,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import harness
 from service import logs
 from service.relay.publisher import ensure_topic
 from service.settings import Settings
-from service.store import migrator, tenants
+from service.store import tenants
 from service.store.pool import connect, create_pool
 
 LOGS = Path(tempfile.gettempdir()) / "scimsync-bench"  # the subprocesses' logs, for a look after a run
@@ -68,24 +68,14 @@ def emit(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 @contextlib.asynccontextmanager
 async def fresh_database(admin_url: str) -> AsyncIterator[str]:
+    """A new migrated database for one measurement, dropped afterwards."""
     name = f"scimsync_bench_{uuid.uuid4().hex[:8]}"
-    admin = await connect(admin_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = _with_database(admin_url, name)
     try:
-        conn = await connect(url)
-        await migrator.migrate(conn)
-        await conn.close()
-        yield url
+        yield await harness.fresh_database(name)
     finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+        await harness.drop_database(name)
 
 
 @contextlib.contextmanager

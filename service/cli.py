@@ -174,10 +174,11 @@ async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         if args.fix and report.drifted:
             await reconcile.repair(conn, settings, report)
-        _print(report.summary())
-        for name, count in report.summary()["found"].items():
+        summary, meanings = report.summary(), reconcile.meanings()
+        _print(summary)
+        for name, count in summary["found"].items():
             if count:
-                sys.stderr.write(f"drift: {count} x {name}: {reconcile.meanings()[name]}\n")
+                sys.stderr.write(f"drift: {count} x {name}: {meanings[name]}\n")
         return 1 if report.drifted else 0
 
     return await _with_conn(settings, work)

@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain.events import StoredEvent
 from service.relay.publisher import Publisher
 from service.settings import Settings
 from service.store import outbox
@@ -144,11 +143,9 @@ class Report:
     def drifted(self) -> bool:
         return any(self.drift.values())
 
-    def drifted_users(self) -> set[tuple[str, str]]:
-        return {pair for name, pairs in self.drift.items() if not name.startswith("teams.") for pair in pairs}
-
-    def drifted_groups(self) -> set[tuple[str, str]]:
-        return {pair for name, pairs in self.drift.items() if name.startswith("teams.") for pair in pairs}
+    def found_by(self, checks: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """(tenant id, id) of everything one of `checks` found, sorted."""
+        return sorted({pair for name, _, _ in checks for pair in self.drift.get(name, ())})
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -178,28 +175,11 @@ async def check(conn: Any, tenant_id: str | None) -> Report:
     return report
 
 
-_HISTORY = """
-SELECT sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data
-FROM events WHERE aggregate = 'group' AND (tenant_id, subject) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
-ORDER BY subject, sequence
-"""
-
-_LATEST = """
-SELECT DISTINCT ON (subject) sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data
-FROM events WHERE aggregate = 'user' AND (tenant_id, subject) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
-ORDER BY subject, sequence DESC
-"""
-
-
 async def repair(conn: Any, settings: Settings, report: Report) -> None:
     """Re-publish the latest event of every drifted user and the history of every drifted group, as repairs."""
-    users, groups = sorted(report.drifted_users()), sorted(report.drifted_groups())
-    rows = await conn.fetch(_LATEST, [uuid.UUID(t) for t, _ in users], [uuid.UUID(u) for _, u in users])
-    latest = sorted((outbox.stored(row) for row in rows), key=lambda e: e.sequence)
-    rows = await conn.fetch(_HISTORY, [uuid.UUID(t) for t, _ in groups], [uuid.UUID(g) for _, g in groups])
-    histories: dict[str, list[StoredEvent]] = {}
-    for row in rows:
-        histories.setdefault(str(row["subject"]), []).append(outbox.stored(row))
+    users, groups = report.found_by(_USER_CHECKS), report.found_by(_TEAM_CHECKS)
+    latest = await outbox.latest_events(conn, "user", users)
+    histories = await outbox.histories(conn, "group", groups)
     found = {e.subject for e in latest} | set(histories)
     report.unfixable = [i for _, i in users + groups if i not in found]
     publisher = Publisher(settings.kafka_bootstrap_servers, settings.topics(), settings.topic_partitions)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.runtime import snapshot
-from consumers.runtime.domain import Domain, Handler, Stream
+from consumers.runtime.domain import Domain, Stream, user_handlers
 from consumers.runtime.envelope import Event
 
 # One statement (one round trip) per event: the user's row and their bookings, in CTEs on different tables.
@@ -63,13 +63,7 @@ async def user_deleted(conn: Any, event: Event) -> None:
     await conn.execute(USER_DELETED, event.tenant_id, event.user_id)
 
 
-HANDLERS: dict[str, Handler] = {
-    "user.created": user_changed,
-    "user.updated": user_changed,
-    "user.deactivated": user_changed,
-    "user.reactivated": user_changed,
-    "user.deleted": user_deleted,
-}
+HANDLERS = user_handlers(user_changed, user_deleted)
 
 # booking.users is the projection (who may book); desks and bookings are booking's own data, never cleared.
 DOMAIN = Domain(

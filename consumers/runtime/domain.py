@@ -34,6 +34,7 @@ from consumers.runtime.envelope import Event
 # A handler applies one event inside the transaction the runtime opened (after the version gate let it through).
 Handler = Callable[[Any, Event], Awaitable[None]]
 REPAIR_HEADER = "scimsync_repair"
+USER_CHANGES = ("user.created", "user.updated", "user.deactivated", "user.reactivated")  # each carries the whole user
 REPAIR_THROUGH_HEADER = "scimsync_repair_through"
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -108,3 +109,8 @@ async def advance_version(conn: Any, stream: Stream, event: Event) -> bool:
         await stream.reset(conn, event)
     row = await conn.fetchval(stream.advance_sql, event.tenant_id, event.subject, event.version, event.repair)
     return row is not None
+
+
+def user_handlers(changed: Handler, deleted: Handler) -> dict[str, Handler]:
+    """The handler table of a domain that keeps users: every change is a snapshot to apply; deletion is apart."""
+    return {**dict.fromkeys(USER_CHANGES, changed), "user.deleted": deleted}

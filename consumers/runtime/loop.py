@@ -118,9 +118,7 @@ class ConsumerLoop:
         try:
             for record in records:
                 try:
-                    event = decode(
-                        record.value, self._registry, stream.version_attribute, _repair(record), _through(record)
-                    )
+                    event = decode(record.value, self._registry, stream.version_attribute, *_repair(record))
                     events.append((record, event))
                 except InvalidEvent as exc:
                     await self._dead_letter(record, str(exc), kind=exc.kind, attempts=1)
@@ -245,17 +243,12 @@ def _names(partitions: set[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
 
 
-def _repair(record: Any) -> bool:
-    """The record carries `scimsync_repair: 1` (runtime/domain.py)."""
-    return any(key == REPAIR_HEADER and value == b"1" for key, value in record.headers or ())
-
-
-def _through(record: Any) -> int | None:
-    """`scimsync_repair_through: N`: the record is part of an entity's history re-sent up to version N."""
-    for key, value in record.headers or ():
-        if key == REPAIR_THROUGH_HEADER and value.isdigit():
-            return int(value)
-    return None
+def _repair(record: Any) -> tuple[bool, int | None]:
+    """The record's repair headers (runtime/domain.py): `scimsync_repair: 1`, and `scimsync_repair_through: N`
+    when it is part of an entity's history re-sent up to version N."""
+    headers = dict(record.headers or ())
+    through = headers.get(REPAIR_THROUGH_HEADER, b"")
+    return headers.get(REPAIR_HEADER) == b"1", int(through) if through.isdigit() else None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.runtime import snapshot
-from consumers.runtime.domain import Domain, Handler, Stream
+from consumers.runtime.domain import Domain, Stream, user_handlers
 from consumers.runtime.envelope import Event
 from consumers.workspace import teams
 
@@ -46,13 +46,7 @@ async def member_deleted(conn: Any, event: Event) -> None:
     await conn.execute(sql, event.tenant_id, event.user_id)
 
 
-HANDLERS: dict[str, Handler] = {
-    "user.created": member_changed,
-    "user.updated": member_changed,
-    "user.deactivated": member_changed,
-    "user.reactivated": member_changed,
-    "user.deleted": member_deleted,
-}
+HANDLERS = user_handlers(member_changed, member_deleted)
 
 DOMAIN = Domain(
     name="workspace",

@@ -18,7 +18,7 @@ from service.domain.filter import Compare, Expr, Or, parse_path
 from service.domain.patch import MISSING, apply_patch, op_field, operations
 from service.domain.resource import coerce_element, normalize
 from service.domain.schema import GROUP, GROUP_SCHEMA, GROUP_TYPE, PATCH_OP, AttrRef, resolve
-from service.domain.versions import etag, iso
+from service.domain.versions import meta
 
 CREATED = "group.created"
 UPDATED = "group.updated"
@@ -262,13 +262,7 @@ def render(record: GroupRecord, base_url: str) -> dict[str, Any]:
             }
             for m in record.members
         ]
-    out["meta"] = {
-        "resourceType": "Group",
-        "created": iso(record.created),
-        "lastModified": iso(record.last_modified),
-        "location": f"{base_url}/Groups/{record.id}",
-        "version": etag(record.version),
-    }
+    out["meta"] = meta("Group", f"{base_url}/Groups/{record.id}", record.created, record.last_modified, record.version)
     return out
 
 

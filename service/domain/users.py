@@ -8,7 +8,7 @@ from typing import Any
 
 from service.domain.errors import InvalidValue
 from service.domain.resource import present_schemas
-from service.domain.versions import etag, iso
+from service.domain.versions import meta
 
 CREATED = "user.created"
 UPDATED = "user.updated"
@@ -68,13 +68,7 @@ def render(record: UserRecord, base_url: str) -> dict[str, Any]:
         "schemas": present_schemas(record.resource),
         "id": record.id,
         **record.resource,
-        "meta": {
-            "resourceType": "User",
-            "created": iso(record.created),
-            "lastModified": iso(record.last_modified),
-            "location": f"{base_url}/Users/{record.id}",
-            "version": etag(record.version),
-        },
+        "meta": meta("User", f"{base_url}/Users/{record.id}", record.created, record.last_modified, record.version),
     }
 
 

@@ -24,3 +24,14 @@ def check_version(version: int, if_match: str | None) -> None:
 def iso(moment: datetime) -> str:
     """RFC 3339 in UTC with a `Z`, as SCIM clients expect in `meta.created` / `meta.lastModified`."""
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def meta(resource_type: str, location: str, created: datetime, last_modified: datetime, version: int) -> dict[str, str]:
+    """A resource's `meta` (RFC 7643 §3.1), with the version as its weak ETag."""
+    return {
+        "resourceType": resource_type,
+        "created": iso(created),
+        "lastModified": iso(last_modified),
+        "location": location,
+        "version": etag(version),
+    }

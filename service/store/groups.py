@@ -24,6 +24,7 @@ from service.domain.groups import GroupRecord, Member, MembershipDelta
 from service.domain.schema import AttrRef
 from service.domain.versions import check_version
 from service.store.filter_sql import GROUP_COLUMNS
+from service.store.ids import resource_id
 from service.store.paging import fetch_page
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
@@ -123,14 +124,6 @@ def _record(row: Any) -> GroupRecord:
     )
 
 
-def _uuid(value: str) -> uuid.UUID:
-    """An id from a URL; anything that is not a uuid can't name a group of ours."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"Group {value} not found") from None
-
-
 def _uniqueness() -> Uniqueness:
     return Uniqueness("displayName is already taken by another group in this tenant")
 
@@ -182,7 +175,9 @@ async def get(
     pool: asyncpg.Pool, tenant_id: str, group_id: str, members: bool = True, display: bool = False
 ) -> GroupRecord:
     row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2", uuid.UUID(tenant_id), _uuid(group_id)
+        f"SELECT {_COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2",
+        uuid.UUID(tenant_id),
+        resource_id(group_id, "Group"),
     )
     if row is None:
         raise NotFound(f"Group {group_id} not found")
@@ -218,7 +213,7 @@ async def update(
 
     Members are not loaded: `change` sees the attributes only. A change that changes nothing writes nothing.
     """
-    tenant, key = uuid.UUID(tenant_id), _uuid(group_id)
+    tenant, key = uuid.UUID(tenant_id), resource_id(group_id, "Group")
     delta = MembershipDelta()
     try:
         async with pool.acquire() as conn, conn.transaction():
@@ -267,7 +262,7 @@ async def update(
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: str, group_id: str, if_match: str | None = None) -> None:
-    tenant, key = uuid.UUID(tenant_id), _uuid(group_id)
+    tenant, key = uuid.UUID(tenant_id), resource_id(group_id, "Group")
     async with pool.acquire() as conn, conn.transaction():
         if if_match is not None:
             row = await conn.fetchrow(

@@ -19,11 +19,15 @@ CHANNEL = "scimsync_events"  # NOTIFY channel of 0002_outbox_notify.sql: a wake-
 RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the active relay (migrations use 7_202_611)
 SLEEP_LOCK = 7_202_613  # held by the relay only while it waits: writers NOTIFY only then (migration 0004)
 
-_CLAIM = """
-SELECT sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data
-FROM events WHERE published_at IS NULL
-ORDER BY sequence LIMIT $1
-"""
+# What every read of the log selects: the columns a StoredEvent is made of (`stored`).
+EVENT_COLUMNS = "sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data"
+
+_CLAIM = f"SELECT {EVENT_COLUMNS} FROM events WHERE published_at IS NULL ORDER BY sequence LIMIT $1"
+
+# Of the given (tenant, subject) pairs: the latest event of each, or every event of each, in log order.
+_PAIRS = "aggregate = $1 AND (tenant_id, subject) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"
+_LATEST = f"SELECT DISTINCT ON (subject) {EVENT_COLUMNS} FROM events WHERE {_PAIRS} ORDER BY subject, sequence DESC"
+_HISTORIES = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_PAIRS} ORDER BY subject, sequence"
 
 _MARK = "UPDATE events SET published_at = now() WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL"
 
@@ -136,9 +140,26 @@ async def count_selected(conn: Any, selection: Selection) -> int:
 async def read_selected(conn: Any, selection: Selection, after_sequence: int, limit: int) -> list[StoredEvent]:
     """The next `limit` selected events after `after_sequence`, in sequence order (keyset paging)."""
     params: list[object] = [after_sequence, limit]
+    where = selection.where(params)
     rows = await conn.fetch(
-        "SELECT sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data FROM events"
-        f" WHERE sequence > $1 AND {selection.where(params)} ORDER BY sequence LIMIT $2",
-        *params,
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE sequence > $1 AND {where} ORDER BY sequence LIMIT $2", *params
     )
     return [stored(row) for row in rows]
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    return [uuid.UUID(t) for t, _ in pairs], [uuid.UUID(i) for _, i in pairs]
+
+
+async def latest_events(conn: Any, aggregate: str, pairs: list[tuple[str, str]]) -> list[StoredEvent]:
+    """The latest event of each (tenant id, subject id), in log order."""
+    rows = await conn.fetch(_LATEST, aggregate, *_pairs(pairs))
+    return sorted((stored(row) for row in rows), key=lambda e: e.sequence)
+
+
+async def histories(conn: Any, aggregate: str, pairs: list[tuple[str, str]]) -> dict[str, list[StoredEvent]]:
+    """Every event of each (tenant id, subject id), in log order, by subject."""
+    out: dict[str, list[StoredEvent]] = {}
+    for row in await conn.fetch(_HISTORIES, aggregate, *_pairs(pairs)):
+        out.setdefault(str(row["subject"]), []).append(stored(row))
+    return out

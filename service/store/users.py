@@ -21,6 +21,7 @@ from service.domain.schema import AttrRef
 from service.domain.users import UserRecord
 from service.domain.versions import check_version
 from service.store.filter_sql import USER_COLUMNS
+from service.store.ids import resource_id
 from service.store.paging import fetch_page
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
@@ -103,14 +104,6 @@ def _record(row: Any) -> UserRecord:
     )
 
 
-def _uuid(value: str) -> uuid.UUID:
-    """An id from a URL; anything that is not a uuid can't name a user of ours."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"User {value} not found") from None
-
-
 def _uniqueness(resource: dict[str, Any]) -> Uniqueness:
     # Never echo the userName back into logs; the client knows what it sent.
     return Uniqueness("userName is already taken in this tenant")
@@ -138,7 +131,9 @@ async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any]) -
 
 async def get(pool: asyncpg.Pool, tenant_id: str, user_id: str) -> UserRecord:
     row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2", uuid.UUID(tenant_id), _uuid(user_id)
+        f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2",
+        uuid.UUID(tenant_id),
+        resource_id(user_id, "User"),
     )
     if row is None:
         raise NotFound(f"User {user_id} not found")
@@ -169,7 +164,7 @@ async def update(
 
     A change that changes nothing writes nothing: no new version, no event.
     """
-    tenant, key = uuid.UUID(tenant_id), _uuid(user_id)
+    tenant, key = uuid.UUID(tenant_id), resource_id(user_id, "User")
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
@@ -204,7 +199,7 @@ async def update(
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str | None = None) -> None:
-    tenant, key = uuid.UUID(tenant_id), _uuid(user_id)
+    tenant, key = uuid.UUID(tenant_id), resource_id(user_id, "User")
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
