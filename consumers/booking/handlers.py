@@ -17,7 +17,8 @@ from consumers.runtime.envelope import Event
 # name (rectification), not the one they had when booking.
 USER_CHANGED = """
 WITH person AS (
-    UPDATE booking.users SET eligible = $3, deleted = false, display_name = $4, email = $5, updated_at = now()
+    UPDATE booking.users SET eligible = $3, deleted = false, display_name = $4, email = $5, site = $6,
+        booking_role = $7, updated_at = now()
     WHERE tenant_id = $1 AND user_id = $2
 )
 UPDATE booking.bookings AS b SET
@@ -38,7 +39,8 @@ WHERE b.id = b_state.id AND (
 # Future bookings cancelled, past ones kept without personal data, the user remembered as deleted.
 USER_DELETED = """
 WITH person AS (
-    UPDATE booking.users SET eligible = false, deleted = true, display_name = NULL, email = NULL, updated_at = now()
+    UPDATE booking.users SET eligible = false, deleted = true, display_name = NULL, email = NULL, site = NULL,
+        booking_role = NULL, updated_at = now()
     WHERE tenant_id = $1 AND user_id = $2
 )
 UPDATE booking.bookings SET
@@ -55,7 +57,14 @@ async def user_changed(conn: Any, event: Event) -> None:
     """created / updated / deactivated / reactivated: the whole user is in the event."""
     data = event.data
     await conn.execute(
-        USER_CHANGED, event.tenant_id, event.user_id, data["active"], snapshot.label(data), snapshot.email(data)
+        USER_CHANGED,
+        event.tenant_id,
+        event.user_id,
+        data["active"],
+        snapshot.label(data),
+        snapshot.email(data),
+        snapshot.workplace(data, "site"),
+        snapshot.workplace(data, "bookingRole"),
     )
 
 

@@ -16,6 +16,11 @@ CREATE TABLE IF NOT EXISTS booking.users (
     PRIMARY KEY (tenant_id, user_id)
 );
 
+-- From the workplace extension: which site a person books at and what they may do (employee, teamLead,
+-- facilityManager). Cleared on user.deleted with the rest.
+ALTER TABLE booking.users ADD COLUMN IF NOT EXISTS site text;
+ALTER TABLE booking.users ADD COLUMN IF NOT EXISTS booking_role text;
+
 CREATE TABLE IF NOT EXISTS booking.desks (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id   uuid NOT NULL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+WORKPLACE = "urn:ietf:params:scim:schemas:extension:workplace:2.0:User"
 
 
 def _text(value: Any) -> str | None:
@@ -40,6 +41,21 @@ def email(data: dict[str, Any]) -> str | None:
     return str(emails[0]["value"]) if emails else None
 
 
+def _extension(data: dict[str, Any], urn: str, attribute: str) -> Any:
+    extension = data.get(urn)
+    return extension.get(attribute) if isinstance(extension, dict) else None
+
+
 def department(data: dict[str, Any]) -> str | None:
-    extension = data.get(ENTERPRISE)
-    return _text(extension.get("department")) if isinstance(extension, dict) else None
+    return _text(_extension(data, ENTERPRISE, "department"))
+
+
+def manager(data: dict[str, Any]) -> str | None:
+    """The manager's id (the enterprise extension's `manager.value`)."""
+    value = _extension(data, ENTERPRISE, "manager")
+    return _text(value.get("value")) if isinstance(value, dict) else None
+
+
+def workplace(data: dict[str, Any], attribute: str) -> str | None:
+    """`site`, `building`, `floor`, `team` or `bookingRole` from the workplace extension."""
+    return _text(_extension(data, WORKPLACE, attribute))

@@ -13,12 +13,14 @@ from consumers.workspace import teams
 
 UPSERT = """
 INSERT INTO workspace.members AS m (tenant_id, user_id, user_name, display_name, given_name, family_name, email,
-                                    department, active, version, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
+                                    department, active, version, updated_at, manager_id, site, building, floor, team)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13, $14, $15, $16)
 ON CONFLICT (tenant_id, user_id) DO UPDATE SET
     user_name = EXCLUDED.user_name, display_name = EXCLUDED.display_name, given_name = EXCLUDED.given_name,
     family_name = EXCLUDED.family_name, email = EXCLUDED.email, department = EXCLUDED.department,
-    active = EXCLUDED.active, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+    active = EXCLUDED.active, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+    manager_id = EXCLUDED.manager_id, site = EXCLUDED.site, building = EXCLUDED.building, floor = EXCLUDED.floor,
+    team = EXCLUDED.team
 """
 
 
@@ -37,6 +39,8 @@ async def member_changed(conn: Any, event: Event) -> None:
         data["active"],
         event.version,
         event.time,
+        snapshot.manager(data),
+        *(snapshot.workplace(data, a) for a in ("site", "building", "floor", "team")),
     )
 
 

@@ -25,6 +25,13 @@ CREATE TABLE IF NOT EXISTS workspace.members (
     updated_at    timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, user_id)
 );
+-- Added with the workplace extension (where people sit) and the enterprise manager; idempotent for existing tables.
+-- manager_id is the manager's user id as the identity provider sent it (text: it may name someone not provisioned).
+ALTER TABLE workspace.members ADD COLUMN IF NOT EXISTS manager_id text;
+ALTER TABLE workspace.members ADD COLUMN IF NOT EXISTS site text;
+ALTER TABLE workspace.members ADD COLUMN IF NOT EXISTS building text;
+ALTER TABLE workspace.members ADD COLUMN IF NOT EXISTS floor text;
+ALTER TABLE workspace.members ADD COLUMN IF NOT EXISTS team text;
 CREATE INDEX IF NOT EXISTS members_tenant_user_name ON workspace.members (tenant_id, lower(user_name));
 
 -- Teams, from the group lifecycle events (topic group-lifecycle.v1). `version` is the last groupversion applied.

@@ -135,7 +135,7 @@ def _apply_path(res: dict[str, Any], name: str, text: str, value: Any, rtype: Re
         else:
             _apply_member(res, name, ext.id, value, rtype)
         return
-    known = (s.id.lower() + ":" for s in (rtype.schema, *rtype.extensions))
+    known = (urn.lower() + ":" for s in (rtype.schema, *rtype.extensions) for urn in s.ids)
     if lowered.startswith("urn:") and not any(lowered.startswith(k) for k in known):
         return  # an extension we don't serve: tolerated like unknown attributes in a body
     path = parse_path(text, rtype)  # InvalidPath, also for an attribute of our schemas we don't define

@@ -48,10 +48,21 @@ def coerce_simple(attr: Attribute, value: Any, label: str) -> Any:
             return value
         raise InvalidValue(f"{label} must be a number, got {value!r}")
     if attr.type in _STRING_TYPES:
+        if isinstance(value, str) and attr.closed:
+            return _canonical(attr, value, label)
         if isinstance(value, str):
             return value
         raise InvalidValue(f"{label} must be a string, got {value!r}")
     raise InvalidValue(f"{label} must be a {attr.type}, got {value!r}")
+
+
+def _canonical(attr: Attribute, value: str, label: str) -> str:
+    """One of a closed list of values, in its canonical spelling (admins type `TeamLead`, consumers need `teamLead`)."""
+    lowered = value.strip().lower()
+    for canonical in attr.canonical_values:
+        if canonical.lower() == lowered:
+            return canonical
+    raise InvalidValue(f"{label} must be one of {', '.join(attr.canonical_values)}, got {value!r}")
 
 
 def coerce_complex(attr: Attribute, value: Any, label: str) -> dict[str, Any] | None:

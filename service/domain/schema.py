@@ -12,6 +12,7 @@ from typing import Any
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+WORKPLACE_SCHEMA = "urn:ietf:params:scim:schemas:extension:workplace:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -31,6 +32,7 @@ class Attribute:
     uniqueness: str = "none"
     description: str = ""
     canonical_values: tuple[str, ...] = ()
+    closed: bool = False  # only `canonical_values` are accepted (any case), stored in their canonical spelling
     reference_types: tuple[str, ...] = ()
     sub_attributes: tuple[Attribute, ...] = ()
 
@@ -67,10 +69,18 @@ class Schema:
     name: str
     description: str
     attributes: tuple[Attribute, ...]
+    # Older names clients still send (draft SCIM 2.0 URNs, e.g. OneLogin's and some Ping connectors'): accepted
+    # wherever the id is, never rendered.
+    aliases: tuple[str, ...] = ()
     _index: dict[str, Attribute] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._index.update({a.name.lower(): a for a in self.attributes})
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The id and its aliases."""
+        return (self.id, *self.aliases)
 
     def attribute(self, name: str) -> Attribute | None:
         return self._index.get(name.lower())
@@ -122,6 +132,7 @@ USER = Schema(
     id=USER_SCHEMA,
     name="User",
     description="User Account",
+    aliases=("urn:scim:schemas:core:2.0:User", "urn:scim:schemas:core:2.0"),
     attributes=(
         Attribute("userName", required=True, uniqueness="server"),
         Attribute(
@@ -178,6 +189,7 @@ ENTERPRISE_USER = Schema(
     id=ENTERPRISE_SCHEMA,
     name="EnterpriseUser",
     description="Enterprise User",
+    aliases=("urn:scim:schemas:extension:enterprise:2.0:User", "urn:scim:schemas:extension:enterprise:2.0"),
     attributes=(
         Attribute("employeeNumber"),
         Attribute("costCenter"),
@@ -197,6 +209,29 @@ ENTERPRISE_USER = Schema(
 )
 
 
+# Where people work, for desk booking and the member directory. Every attribute is a simple string, because that is
+# all Entra's "Edit attribute list" can map to a custom extension (no complex or multi-valued custom attributes),
+# and the URN has the `urn:ietf:params:scim:schemas:extension:<name>:2.0:User` shape Entra's custom mapping expects.
+BOOKING_ROLES = ("employee", "teamLead", "facilityManager")
+WORKPLACE_USER = Schema(
+    id=WORKPLACE_SCHEMA,
+    name="WorkplaceUser",
+    description="Where a user works: office site, building, floor, team, and their role in desk booking",
+    attributes=(
+        Attribute("site", description="The office site (campus or city office), e.g. HQ"),
+        Attribute("building", description="The building within the site"),
+        Attribute("floor", description='The floor, as the customer names it ("4", "Mezzanine")'),
+        Attribute("team", description="The team the user sits with"),
+        Attribute(
+            "bookingRole",
+            canonical_values=BOOKING_ROLES,
+            closed=True,
+            description="employee (books for self), teamLead (books for the team), facilityManager (manages desks)",
+        ),
+    ),
+)
+
+
 @dataclass(frozen=True)
 class ResourceType:
     name: str
@@ -206,13 +241,13 @@ class ResourceType:
 
     @cached_property
     def _by_urn(self) -> dict[str, Schema]:
-        return {s.id.lower(): s for s in (self.schema, *self.extensions)}
+        return {urn.lower(): s for s in (self.schema, *self.extensions) for urn in s.ids}
 
     def schema_for(self, urn: str) -> Schema | None:
         return self._by_urn.get(urn.lower())
 
 
-USER_TYPE = ResourceType("User", "/Users", USER, (ENTERPRISE_USER,))
+USER_TYPE = ResourceType("User", "/Users", USER, (ENTERPRISE_USER, WORKPLACE_USER))
 
 
 @dataclass(frozen=True)
@@ -248,8 +283,12 @@ def resolve(resource_type: ResourceType, path: str) -> AttrRef | None:
     rest = path
     lowered = path.lower()
     # A URN prefix: the longest schema id that `path` starts with, followed by ':' (or nothing).
-    for candidate in (resource_type.schema, *resource_type.extensions):
-        sid = candidate.id.lower()
+    # Longest first: "urn:scim:schemas:core:2.0:User" before its prefix "urn:scim:schemas:core:2.0".
+    candidates = sorted(
+        ((urn.lower(), s) for s in (resource_type.schema, *resource_type.extensions) for urn in s.ids),
+        key=lambda pair: -len(pair[0]),
+    )
+    for sid, candidate in candidates:
         if lowered == sid:
             return None
         if lowered.startswith(sid + ":"):
