@@ -32,6 +32,8 @@ class Settings:
     user_topic: str = "user-lifecycle.v1"
     group_topic: str = "group-lifecycle.v1"
     topic_partitions: int = 6
+    bulk_max_operations: int = 1000
+    bulk_max_payload_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +50,10 @@ class Settings:
             user_topic=env.get("SCIMSYNC_USER_TOPIC", cls.user_topic),
             group_topic=env.get("SCIMSYNC_GROUP_TOPIC", cls.group_topic),
             topic_partitions=_int(env, "SCIMSYNC_TOPIC_PARTITIONS", cls.topic_partitions, minimum=1),
+            bulk_max_operations=_int(env, "SCIMSYNC_BULK_MAX_OPERATIONS", cls.bulk_max_operations, minimum=1),
+            bulk_max_payload_bytes=_int(
+                env, "SCIMSYNC_BULK_MAX_PAYLOAD_BYTES", cls.bulk_max_payload_bytes, minimum=1024
+            ),
         )
         settings.validate()
         return settings

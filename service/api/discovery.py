@@ -52,7 +52,11 @@ async def service_provider_config(request: Request) -> Response:
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
             "documentationUri": "https://github.com/scimsync/scimsync#readme",
             "patch": {"supported": True},
-            "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+            "bulk": {
+                "supported": True,
+                "maxOperations": settings.bulk_max_operations,
+                "maxPayloadSize": settings.bulk_max_payload_bytes,
+            },
             "filter": {"supported": True, "maxResults": settings.max_page_size},
             "changePassword": {"supported": False},
             "sort": {"supported": True},

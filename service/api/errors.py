@@ -14,13 +14,18 @@ from service.domain.schema import ERROR
 log = logs.get(__name__)
 
 
-def error_response(
-    status: int, detail: str, scim_type: str | None = None, headers: dict[str, str] | None = None
-) -> Response:
+def error_body(status: int, detail: str, scim_type: str | None = None) -> dict[str, object]:
+    """The RFC 7644 §3.12 error body; also each failed operation's `response` in a BulkResponse."""
     body: dict[str, object] = {"schemas": [ERROR], "status": str(status), "detail": detail}
     if scim_type:
         body["scimType"] = scim_type
-    return ScimResponse(body, status_code=status, headers=headers)
+    return body
+
+
+def error_response(
+    status: int, detail: str, scim_type: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    return ScimResponse(error_body(status, detail, scim_type), status_code=status, headers=headers)
 
 
 async def scim_error(request: Request, exc: Exception) -> Response:

@@ -8,11 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.api import writes
 from service.api.body import read_json
 from service.api.listing import ListQuery, list_response
 from service.api.responses import ScimResponse
 from service.domain import groups as domain
-from service.domain.groups import GroupRecord, MembershipDelta
+from service.domain.groups import GroupRecord
 from service.domain.resource import project
 from service.domain.schema import GROUP_TYPE
 from service.domain.versions import etag
@@ -43,10 +44,16 @@ async def _one(request: Request, record: GroupRecord, status: int = 200) -> Resp
     return ScimResponse(project(body, attributes, excluded, GROUP_TYPE), status_code=status, headers=headers)
 
 
+def _target(request: Request) -> writes.Tenant:
+    return writes.Tenant(request.app.state.deps.pool, _tenant(request))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    return await read_json(request, request.app.state.deps.settings.max_body_bytes)
+
+
 async def create_group(request: Request) -> Response:
-    deps = request.app.state.deps
-    resource, members = domain.prepare(await read_json(request, deps.settings.max_body_bytes))
-    record = await store.create(deps.pool, _tenant(request), resource, members or [])
+    record = await writes.create_group(_target(request), await _body(request))
     return await _one(request, record, status=201)
 
 
@@ -90,30 +97,14 @@ async def _search(request: Request, query: ListQuery) -> Response:
 
 
 async def replace_group(request: Request) -> Response:
-    """PUT: every attribute replaced; the member list too when `members` is in the body (absent: kept)."""
-    deps = request.app.state.deps
-    resource, members = domain.prepare(await read_json(request, deps.settings.max_body_bytes))
-    delta = MembershipDelta() if members is None else MembershipDelta(reset=True, adds=tuple(members))
-
-    def replace(current: GroupRecord) -> tuple[dict[str, Any], MembershipDelta]:
-        return resource, delta
-
-    record = await store.update(
-        deps.pool, _tenant(request), request.path_params["id"], replace, request.headers.get("if-match")
-    )
+    if_match = request.headers.get("if-match")
+    record = await writes.replace_group(_target(request), request.path_params["id"], await _body(request), if_match)
     return await _one(request, record)
 
 
 async def patch_group(request: Request) -> Response:
-    deps = request.app.state.deps
-    body = await read_json(request, deps.settings.max_body_bytes)
-
-    def patch(current: GroupRecord) -> tuple[dict[str, Any], MembershipDelta]:
-        return domain.plan_patch(current.resource, body)
-
-    record = await store.update(
-        deps.pool, _tenant(request), request.path_params["id"], patch, request.headers.get("if-match")
-    )
+    if_match = request.headers.get("if-match")
+    record = await writes.patch_group(_target(request), request.path_params["id"], await _body(request), if_match)
     if ListQuery.projection(dict(request.query_params)) == (None, None):
         # 204 (RFC 7644 §3.5.2): echoing a 10,000-member group on every membership PATCH would cost
         # 20x the write itself. Okta and Entra both accept it; ask with `attributes` to get the group.
@@ -122,8 +113,7 @@ async def patch_group(request: Request) -> Response:
 
 
 async def delete_group(request: Request) -> Response:
-    deps = request.app.state.deps
-    await store.delete(deps.pool, _tenant(request), request.path_params["id"], request.headers.get("if-match"))
+    await writes.delete_group(_target(request), request.path_params["id"], request.headers.get("if-match"))
     return Response(status_code=204)
 
 

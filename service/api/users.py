@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.api import writes
 from service.api.body import read_json
 from service.api.listing import ListQuery, list_response
 from service.api.responses import ScimResponse
 from service.domain import users as domain
-from service.domain.patch import apply_patch
-from service.domain.resource import normalize, project
+from service.domain.resource import project
 from service.domain.schema import USER_TYPE
 from service.domain.users import UserRecord
 from service.domain.versions import etag
@@ -37,10 +37,16 @@ def _one(request: Request, record: UserRecord, status: int = 200) -> Response:
     return ScimResponse(project(body, attributes, excluded, USER_TYPE), status_code=status, headers=headers)
 
 
+def _target(request: Request) -> writes.Tenant:
+    return writes.Tenant(request.app.state.deps.pool, _tenant(request))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    return await read_json(request, request.app.state.deps.settings.max_body_bytes)
+
+
 async def create_user(request: Request) -> Response:
-    deps = request.app.state.deps
-    resource = domain.prepare_new(normalize(await read_json(request, deps.settings.max_body_bytes), USER_TYPE))
-    record = await store.create(deps.pool, _tenant(request), resource)
+    record = await writes.create_user(_target(request), await _body(request))
     return _one(request, record, status=201)
 
 
@@ -69,35 +75,19 @@ async def _search(request: Request, query: ListQuery) -> Response:
 
 
 async def replace_user(request: Request) -> Response:
-    deps = request.app.state.deps
-    resource = normalize(await read_json(request, deps.settings.max_body_bytes), USER_TYPE)
-
-    def replace(current: UserRecord) -> dict[str, Any]:
-        return domain.prepare_replacement(current, resource)
-
-    record = await store.update(
-        deps.pool, _tenant(request), request.path_params["id"], replace, request.headers.get("if-match")
-    )
+    if_match = request.headers.get("if-match")
+    record = await writes.replace_user(_target(request), request.path_params["id"], await _body(request), if_match)
     return _one(request, record)
 
 
 async def patch_user(request: Request) -> Response:
-    deps = request.app.state.deps
-    body = await read_json(request, deps.settings.max_body_bytes)
-
-    def patch(current: UserRecord) -> dict[str, Any]:
-        # An explicit `remove active` is honoured: a user without `active` is active (domain/users.py).
-        return domain.validate(apply_patch(current.resource, body, USER_TYPE))
-
-    record = await store.update(
-        deps.pool, _tenant(request), request.path_params["id"], patch, request.headers.get("if-match")
-    )
+    if_match = request.headers.get("if-match")
+    record = await writes.patch_user(_target(request), request.path_params["id"], await _body(request), if_match)
     return _one(request, record)
 
 
 async def delete_user(request: Request) -> Response:
-    deps = request.app.state.deps
-    await store.delete(deps.pool, _tenant(request), request.path_params["id"], request.headers.get("if-match"))
+    await writes.delete_user(_target(request), request.path_params["id"], request.headers.get("if-match"))
     return Response(status_code=204)
 
 

@@ -209,7 +209,8 @@ async def test_sort_and_search_endpoint(scim: httpx.AsyncClient) -> None:
 
 async def test_discovery_endpoints(scim: httpx.AsyncClient) -> None:
     config = (await scim.get("/ServiceProviderConfig")).json()
-    assert config["patch"]["supported"] is True and config["bulk"]["supported"] is False
+    assert config["patch"]["supported"] is True
+    assert config["bulk"] == {"supported": True, "maxOperations": 1000, "maxPayloadSize": 1048576}
     assert config["authenticationSchemes"][0]["type"] == "oauthbearertoken"
     types = (await scim.get("/ResourceTypes")).json()
     assert [t["name"] for t in types["Resources"]] == ["User", "Group"]
