@@ -104,6 +104,11 @@ async def test_okta_lifecycle_through_scim_ends_in_the_right_state_in_both_domai
             "family_name": "Hopper",
             "email": "grace@example.com",
             "department": "Navy",
+            "manager_id": None,
+            "site": None,
+            "building": None,
+            "floor": None,
+            "team": None,
             "active": True,
             "version": 1,
         }
