@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from service import logs, readiness
-from service.api import bulk, discovery, groups, health, metrics, users
+from service.api import bulk, discovery, groups, health, metrics, root_search, users
 from service.api.errors import HANDLERS
 from service.api.middleware import RequestContext, TenantAuth
 from service.settings import Settings
@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> Starlette:
 
     scim = Mount(
         "/scim/v2/{tenant_id}",
-        routes=[*users.routes, *groups.routes, *bulk.routes, *discovery.routes],
+        routes=[*users.routes, *groups.routes, *bulk.routes, *root_search.routes, *discovery.routes],
         middleware=[Middleware(TenantAuth, deps=deps)],
     )
     app = Starlette(

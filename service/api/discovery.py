@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api.responses import ScimResponse
-from service.domain.errors import NotFound, NotImplementedFeature
+from service.domain.errors import NotFound
 from service.domain.schema import GROUP_TYPE, LIST_RESPONSE, USER_TYPE, ResourceType
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = (USER_TYPE, GROUP_TYPE)
@@ -98,14 +98,7 @@ async def schema(request: Request) -> Response:
     raise NotFound(f"Schema {urn} not found")
 
 
-async def search_everything(request: Request) -> Response:
-    raise NotImplementedFeature(
-        "Searching all resource types at once is not supported; use /Users/.search or /Groups/.search"
-    )
-
-
 routes = [
-    Route("/.search", search_everything, methods=["POST"]),
     Route("/ServiceProviderConfig", service_provider_config, methods=["GET"]),
     Route("/ResourceTypes", resource_types, methods=["GET"]),
     Route("/ResourceTypes/{name}", resource_type, methods=["GET"]),

@@ -217,6 +217,10 @@ class _UnknownAttribute(InvalidFilter):
     pass
 
 
+# Public for the root search: a filter naming an attribute one resource type lacks selects none of that type.
+UnknownFilterAttribute = _UnknownAttribute
+
+
 class _Parser:
     """Recursive descent: or_expr := and_expr ("or" and_expr)*; and_expr := unary ("and" unary)*;
     unary := "not" "(" or_expr ")" | "(" or_expr ")" | attrExp | valuePath."""
