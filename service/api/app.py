@@ -17,6 +17,7 @@ from service import logs, readiness
 from service.api import bulk, discovery, groups, health, metrics, root_search, users
 from service.api.errors import HANDLERS
 from service.api.middleware import RequestContext, TenantAuth
+from service.api.negotiation import ContentNegotiation
 from service.settings import Settings
 from service.store.audit import AuditLog
 from service.store.pool import create_pool
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app = Starlette(
         routes=[*health.routes, *metrics.routes, scim],
-        middleware=[Middleware(RequestContext, deps=deps)],
+        middleware=[Middleware(ContentNegotiation), Middleware(RequestContext, deps=deps)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
