@@ -60,14 +60,13 @@ async def _run(
     found = bulk.target(op.path)
     assert found is not None  # bulk.read checked the path
     endpoint, resource_id = found[0], bulk.resolve(found[1], ids, failed)
-    path = f"/{endpoint}/{resource_id}"
     data = bulk.resolve(op.data, ids, failed)
     write, status = _WRITES[(op.method, endpoint)]
     if op.method == "POST":
         record = await write(tenant, data)
     elif op.method == "DELETE":
         await write(tenant, resource_id, op.version)
-        return status, path, None
+        return status, f"/{endpoint}/{resource_id}", None
     else:
         record = await write(tenant, resource_id, data, op.version)
     return status, f"/{endpoint}/{record.id}", record.version

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.domain.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
+from service.domain.errors import Conflict, InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from service.domain.patch import MISSING, op_field
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -20,12 +20,6 @@ BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 PREFIX = "bulkId:"
 METHODS = ("POST", "PUT", "PATCH", "DELETE")
 ENDPOINTS = {"users": "Users", "groups": "Groups"}
-
-
-class Conflict(ScimError):
-    """409 without a scimType: a circular or failed `bulkId` reference (RFC 7644 §3.7.1)."""
-
-    status = 409
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,12 @@ class MethodNotAllowed(ScimError):
     status = 405
 
 
+class Conflict(ScimError):
+    """409 without a scimType: e.g. a circular or failed `bulkId` reference in a Bulk request (RFC 7644 §3.7.1)."""
+
+    status = 409
+
+
 class PreconditionFailed(ScimError):
     status = 412
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from service.domain import bulk
-from service.domain.errors import InvalidSyntax, InvalidValue, PayloadTooLarge
+from service.domain.errors import Conflict, InvalidSyntax, InvalidValue, PayloadTooLarge
 
 
 def request(*ops: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def test_request_level_errors() -> None:
 def test_resolve_replaces_references_anywhere() -> None:
     data = {"members": [{"value": "bulkId:a"}], "x": {"y": ["bulkId:a", "keep"]}}
     assert bulk.resolve(data, {"a": "id-a"}, {}) == {"members": [{"value": "id-a"}], "x": {"y": ["id-a", "keep"]}}
-    with pytest.raises(bulk.Conflict, match="failed"):
+    with pytest.raises(Conflict, match="failed"):
         bulk.resolve("bulkId:b", {}, {"b": "400: bad"})
     with pytest.raises(InvalidValue, match="declares"):
         bulk.resolve("bulkId:c", {}, {})
