@@ -84,3 +84,19 @@ def test_the_sample_events_match_the_published_contract(engine: str) -> None:
     bad["data"]["active"] = "False"
     with pytest.raises(InvalidEvent, match=r"^schema: user\.updated: /data"):
         registry.validate(bad)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_contract_carries_the_workplace_extension(engine: str) -> None:
+    registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR, engine)
+    tenant, user = str(uuid.uuid4()), str(uuid.uuid4())
+    workplace = "urn:ietf:params:scim:schemas:extension:workplace:2.0:User"
+    event = user_event("user.updated", tenant, user, 2)
+    event["data"][workplace] = {"site": "HQ", "building": "N", "floor": "4", "team": "T", "bookingRole": "teamLead"}
+    registry.validate(event)
+    event["data"][workplace] = {"bookingRole": "boss"}
+    with pytest.raises(InvalidEvent, match=r"^schema: user\.updated: /data"):
+        registry.validate(event)
+    event["data"][workplace] = {"floor": 4}
+    with pytest.raises(InvalidEvent, match=r"^schema: user\.updated: /data"):
+        registry.validate(event)
