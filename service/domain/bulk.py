@@ -1,8 +1,8 @@
 """RFC 7644 §3.7 Bulk, the pure part: reading a BulkRequest, `bulkId:` references, and the order operations run in.
 
 The operations run in the request's order, except that an operation referring to the `bulkId` of a later one runs
-after it (§3.7.2: "the service provider MUST try to resolve" references in any order). Operations that refer to
-each other in a circle can't all run first: each of them fails with 409 (§3.7.1 allows it), and so does, in turn,
+after it (a client may refer forward; §3.7.1 asks servers to try to resolve references). Operations that refer to
+each other in a circle can't all run first: each of them fails with 409 (which §3.7.1 allows), and so does, in turn,
 every operation that refers to a failed one. Nothing here does I/O; api/bulk.py runs the plan.
 """
 
