@@ -199,7 +199,11 @@ async def tenant_published(db: Any, tenant_id: uuid.UUID) -> tuple[int, int]:
 
 async def lock_released(db: Any, within: float = 10) -> None:
     deadline = time.monotonic() + within
-    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
+    # Advisory locks are per database; other test sessions' relays on the same cluster hold theirs.
+    query = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     while await db.fetchval(query, outbox.RELAY_LOCK):
         assert time.monotonic() < deadline, "the killed relay's session still holds the lock"
         await asyncio.sleep(0.01)
