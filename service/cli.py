@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,7 +17,6 @@ import orjson
 
 from consumers.cli import add_commands as add_consumer_commands
 from service import logs
-from service.domain.tenants import token_matches
 from service.settings import Settings, SettingsError
 from service.store import migrator, outbox, tenants
 from service.store.pool import connect
@@ -111,7 +111,7 @@ async def cmd_demo_tenant(settings: Settings, args: argparse.Namespace) -> int:
         token = token_file.read_text().strip() if token_file.exists() else None
         if tenant is None:
             tenant, token = await tenants.create(conn, args.name)
-        elif token is None or not token_matches(token, tenant.token_hash):
+        elif token is None or tenant.token_for(token, time.time()) is None:
             token = await tenants.rotate_token(conn, tenant.id)
         token_file.parent.mkdir(parents=True, exist_ok=True)
         token_file.write_text(str(token))

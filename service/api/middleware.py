@@ -7,13 +7,14 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs
 from service.api.errors import error_response
-from service.domain.tenants import token_matches
+from service.domain.redaction import MAX_BODY_BYTES, redacted_body
 
 log = logs.get("scimsync.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -31,9 +32,20 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
         request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
-        context: dict[str, Any] = {"tenant_id": None}
+        context: dict[str, Any] = {"tenant_id": None, "token_id": None}
+        audited = scope["path"].startswith("/scim/")
+        # For the admin's activity page: a refused request's body (redacted) and our SCIM error. Bounded copies.
+        request_body, response_body = bytearray(), bytearray()
+
+        async def receive_copy() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(request_body) <= MAX_BODY_BYTES:
+                request_body.extend(message.get("body", b""))
+            return message
+
         scope["scimsync"] = context
         started = time.perf_counter()
         status = 500
@@ -49,10 +61,12 @@ class RequestContext:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and status >= 400 and len(response_body) < 8192:
+                response_body.extend(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_copy if audited else receive, send_with_id)
         except Exception as exc:
             # The last resort: a bug becomes a SCIM 500 carrying the request id, never a stack trace.
             log.exception("request.failed", error=type(exc).__name__)
@@ -61,8 +75,21 @@ class RequestContext:
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
             path = scope["path"]
-            if path.startswith("/scim/"):
-                self.deps.audit.record(context["tenant_id"], scope["method"], path, status, request_id, elapsed_ms)
+            if audited:
+                error = _scim_error(bytes(response_body)) if status >= 400 else {}
+                self.deps.audit.record(
+                    context["tenant_id"],
+                    scope["method"],
+                    path,
+                    status,
+                    request_id,
+                    elapsed_ms,
+                    user_agent=headers.get("user-agent"),
+                    token_id=context["token_id"],
+                    scim_type=error.get("scimType"),
+                    detail=error.get("detail"),
+                    body=redacted_body(bytes(request_body)) if status >= 400 else None,
+                )
                 log.debug("request.served", method=scope["method"], path=path, status=status, ms=round(elapsed_ms, 2))
 
 
@@ -78,17 +105,32 @@ class TenantAuth:
         tenant_id = scope["path_params"]["tenant_id"]
         scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
         tenant = await self.deps.tenants.get(tenant_id)
+        # The tenant's admin sees refused calls to its URL too (e.g. Okta still holding a revoked token).
+        scope["scimsync"]["tenant_id"] = tenant.id if tenant is not None else None
+        used = tenant.token_for(token.strip(), time.time()) if tenant is not None else None
         # Same answer for an unknown tenant and a wrong token: no probing which tenants exist.
-        if scheme.lower() != "bearer" or tenant is None or not token_matches(token.strip(), tenant.token_hash):
+        if scheme.lower() != "bearer" or used is None:
             response = error_response(
                 401, "Missing or invalid bearer token", headers={"WWW-Authenticate": 'Bearer realm="scimsync"'}
             )
             await response(scope, receive, send)
             return
-        scope["scimsync"]["tenant_id"] = tenant.id
+        assert tenant is not None
+        scope["scimsync"]["token_id"] = used.id
         structlog.contextvars.bind_contextvars(tenant_id=tenant.id)
         if not tenant.enabled:
             await error_response(403, "Provisioning is switched off for this tenant")(scope, receive, send)
             return
         scope["tenant"] = tenant
         await self.app(scope, receive, send)
+
+
+def _scim_error(body: bytes) -> dict[str, str]:
+    """detail and scimType of the SCIM error we answered (RFC 7644 §3.12), as strings; {} if it isn't one."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {k: str(parsed[k])[:1000] for k in ("detail", "scimType") if parsed.get(k) is not None}

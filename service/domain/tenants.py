@@ -1,4 +1,8 @@
-"""Tenant credentials: tokens are random, shown once, stored only as a hash, compared in constant time."""
+"""Tenant credentials: tokens are random, shown once, stored only as a hash, compared in constant time.
+
+A tenant may hold several live tokens at once: after a rotation the previous one keeps working until the
+end of the grace period the admin chose, so Okta or Entra can be updated without a gap.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,29 @@ TOKEN_PREFIX = "scimsync_"
 
 
 @dataclass(frozen=True)
+class ActiveToken:
+    id: str
+    token_hash: bytes
+    expires_at: float | None  # epoch seconds; None: until rotated away or revoked
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: str
     name: str
     enabled: bool
-    token_hash: bytes
+    tokens: tuple[ActiveToken, ...] = ()
+
+    def token_for(self, token: str, now: float) -> ActiveToken | None:
+        """The live token this bearer value is, if any. Every candidate is compared (constant time each, no early
+        exit), so the answer's timing says nothing about which token came close."""
+        wanted, found = hash_token(token), None
+        for candidate in self.tokens:
+            if hmac.compare_digest(wanted, candidate.token_hash) and (
+                candidate.expires_at is None or candidate.expires_at > now
+            ):
+                found = candidate
+        return found
 
 
 def new_token() -> str:

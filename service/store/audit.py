@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -16,7 +17,22 @@ from service import logs
 
 log = logs.get(__name__)
 _COLUMNS = ["at", "tenant_id", "method", "path", "status", "request_id", "duration_ms"]
-Row = tuple[datetime, uuid.UUID | None, str, str, int, str, float]
+_DETAIL_COLUMNS = [*_COLUMNS, "user_agent", "token_id", "scim_type", "detail", "body"]
+Row = tuple[
+    datetime,
+    uuid.UUID | None,
+    str,
+    str,
+    int,
+    str,
+    float,
+    str | None,
+    uuid.UUID | None,
+    str | None,
+    str | None,
+    str | None,
+]
+BODY_DAYS = 30  # a refused request's redacted body is kept this long, then forgotten (the row stays)
 
 
 class AuditLog:
@@ -27,11 +43,43 @@ class AuditLog:
         self._pending: list[Row] = []
         self._task: asyncio.Task[None] | None = None
 
-    def record(self, tenant_id: str | None, method: str, path: str, status: int, request_id: str, ms: float) -> None:
+    def record(
+        self,
+        tenant_id: str | None,
+        method: str,
+        path: str,
+        status: int,
+        request_id: str,
+        ms: float,
+        *,
+        user_agent: str | None = None,
+        token_id: str | None = None,
+        scim_type: str | None = None,
+        detail: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        """`body` is the already redacted body of a refused request (see service.domain.redaction); None else."""
         if len(self._pending) >= self._max_pending:
             return  # Postgres is unreachable for long: keep serving rather than grow without bound
         tenant = uuid.UUID(tenant_id) if tenant_id else None
-        self._pending.append((datetime.now(UTC), tenant, method, path[:2048], status, request_id, ms))
+        token = uuid.UUID(token_id) if token_id else None
+        agent = user_agent[:512] if user_agent else None
+        self._pending.append(
+            (
+                datetime.now(UTC),
+                tenant,
+                method,
+                path[:2048],
+                status,
+                request_id,
+                ms,
+                agent,
+                token,
+                scim_type,
+                detail,
+                body,
+            )
+        )
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -47,12 +95,30 @@ class AuditLog:
             return
         batch, self._pending = self._pending, []
         try:
-            await self._pool.copy_records_to_table("scim_requests", records=batch, columns=_COLUMNS)
+            await self._pool.copy_records_to_table("scim_requests", records=batch, columns=_DETAIL_COLUMNS)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("audit.flush_failed", rows=len(batch), error=type(exc).__name__)
             self._pending = batch + self._pending
 
     async def _run(self) -> None:
+        flushes = 0
         while True:
             await asyncio.sleep(self._interval)
             await self.flush()
+            flushes += 1
+            if flushes % 18_000 == 1:  # at start, then about hourly
+                await self._forget_old_bodies()
+
+    async def _forget_old_bodies(self) -> None:
+        try:
+            await forget_old_bodies(self._pool)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("audit.forget_bodies_failed", error=type(exc).__name__)
+
+
+async def forget_old_bodies(db: Any, days: int = BODY_DAYS) -> int:
+    """Drop the kept request bodies older than `days` (the request rows themselves stay)."""
+    done = await db.execute(
+        "UPDATE scim_requests SET body = NULL WHERE body IS NOT NULL AND at < now() - make_interval(days => $1)", days
+    )
+    return int(done.split()[-1])

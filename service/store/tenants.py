@@ -12,24 +12,21 @@ from typing import Any
 
 import asyncpg
 
-from service.domain.tenants import Tenant, hash_token, new_token
+from service.domain.tenants import Tenant
+from service.store import tokens
+from service.store.tokens import CHANNEL
 
-CHANNEL = "scimsync_tenants"
 _TTL_SECONDS = 30.0  # a safety net only: NOTIFY is what makes changes visible immediately
 
 
-def _tenant(row: Any) -> Tenant:
-    return Tenant(id=str(row["id"]), name=row["name"], enabled=row["enabled"], token_hash=bytes(row["token_hash"]))
+def _tenant(row: Any, live_tokens: tuple[Any, ...] = ()) -> Tenant:
+    return Tenant(id=str(row["id"]), name=row["name"], enabled=row["enabled"], tokens=live_tokens)
 
 
 async def create(conn: Any, name: str) -> tuple[Tenant, str]:
-    token = new_token()
-    row = await conn.fetchrow(
-        "INSERT INTO tenants (id, name, token_hash) VALUES ($1, $2, $3) RETURNING *",
-        uuid.uuid4(),
-        name,
-        hash_token(token),
-    )
+    async with conn.transaction():
+        row = await conn.fetchrow("INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING *", uuid.uuid4(), name)
+        token, _ = await tokens.insert(conn, row["id"])
     return _tenant(row), token
 
 
@@ -45,26 +42,23 @@ async def get(conn: Any, tenant_id: str) -> Tenant | None:
     if key is None:
         return None
     row = await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", key)
-    return _tenant(row) if row else None
+    return _tenant(row, await tokens.live(conn, key)) if row else None
 
 
 async def find_by_name(conn: Any, name: str) -> Tenant | None:
     row = await conn.fetchrow("SELECT * FROM tenants WHERE name = $1 ORDER BY created_at LIMIT 1", name)
-    return _tenant(row) if row else None
+    return _tenant(row, await tokens.live(conn, row["id"])) if row else None
 
 
 async def list_all(conn: Any) -> list[Tenant]:
     return [_tenant(r) for r in await conn.fetch("SELECT * FROM tenants ORDER BY created_at")]
 
 
-async def rotate_token(conn: Any, tenant_id: str) -> str | None:
-    token, key = new_token(), _key(tenant_id)
-    if key is None:
+async def rotate_token(conn: Any, tenant_id: str, grace_seconds: int = 0) -> str | None:
+    """A new token; the previous ones stop at once, or after `grace_seconds` (zero-downtime rotation)."""
+    if _key(tenant_id) is None:
         return None
-    async with conn.transaction():
-        done = await conn.execute("UPDATE tenants SET token_hash = $2 WHERE id = $1", key, hash_token(token))
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, tenant_id)
-    return token if done == "UPDATE 1" else None
+    return await tokens.rotate(conn, tenant_id, grace_seconds)
 
 
 async def set_enabled(conn: Any, tenant_id: str, enabled: bool) -> bool:
