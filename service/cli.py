@@ -18,7 +18,7 @@ import orjson
 from consumers.cli import add_commands as add_consumer_commands
 from service import logs
 from service.settings import Settings, SettingsError
-from service.store import migrator, outbox, tenants
+from service.store import access, migrator, outbox, tenants
 from service.store.pool import connect
 
 
@@ -88,11 +88,26 @@ async def cmd_tenants(settings: Settings, args: argparse.Namespace) -> int:
             rotated = await tenants.rotate_token(conn, args.id)
             if rotated is None:
                 return _missing(args.id)
+            await access.record_action(conn, args.id, "operator (CLI)", "token rotated (previous tokens stop at once)")
             _print({"id": args.id, "token": rotated})
         else:
             if not await tenants.set_enabled(conn, args.id, args.action == "enable"):
                 return _missing(args.id)
+            await access.record_action(conn, args.id, "operator (CLI)", f"provisioning {args.action}d")
             _print(_tenant_json(settings, await tenants.get(conn, args.id)))
+        return 0
+
+    return await _with_conn(settings, work)
+
+
+async def cmd_admin_link(settings: Settings, args: argparse.Namespace) -> int:
+    from service.admin.links import issue
+
+    async def work(conn: Any) -> int:
+        issued = await issue(conn, settings, args.tenant_id, args.minutes, args.label)
+        if issued is None:
+            return _missing(args.tenant_id)
+        _print(issued)
         return 0
 
     return await _with_conn(settings, work)
@@ -196,6 +211,12 @@ def _uuid(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a uuid: {text}") from None
 
 
+def _minutes(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 7 * 24 * 60:
+        raise argparse.ArgumentTypeError(f"minutes must be a whole number from 1 to 10080, got {text}")
+    return int(text)
+
+
 def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -223,6 +244,12 @@ def parser() -> argparse.ArgumentParser:
     for action in ("rotate-token", "enable", "disable"):
         ten_sub.add_parser(action).add_argument("id")
     ten.set_defaults(run=cmd_tenants, is_async=True)
+
+    link = sub.add_parser("admin-link", help="a one-time setup link to the admin console of one tenant")
+    link.add_argument("tenant_id", type=_uuid)
+    link.add_argument("--minutes", type=_minutes, default=15, help="how long the link can be opened (default 15)")
+    link.add_argument("--label", default="setup link", help="who it is for; shown as 'who' in the activity log")
+    link.set_defaults(run=cmd_admin_link, is_async=True)
 
     rep = sub.add_parser("replay", help="re-publish a range of the event log to Kafka (same ids and versions)")
     rep.add_argument("--tenant", type=_uuid, help="only this tenant's events")

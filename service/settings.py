@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 LOCAL_DATABASE_URL = "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync"
@@ -34,6 +34,9 @@ class Settings:
     topic_partitions: int = 6
     bulk_max_operations: int = 1000
     bulk_max_payload_bytes: int = 1_048_576
+    # The admin console's operator API key (POST /admin/api/...); unset: that API answers 404. Never in a repr.
+    operator_key: str | None = field(default=None, repr=False)
+    admin_idle_minutes: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +57,8 @@ class Settings:
             bulk_max_payload_bytes=_int(
                 env, "SCIMSYNC_BULK_MAX_PAYLOAD_BYTES", cls.bulk_max_payload_bytes, minimum=1024
             ),
+            operator_key=env.get("SCIMSYNC_OPERATOR_KEY") or None,
+            admin_idle_minutes=_int(env, "SCIMSYNC_ADMIN_IDLE_MINUTES", cls.admin_idle_minutes, minimum=1),
         )
         settings.validate()
         return settings
@@ -71,12 +76,19 @@ class Settings:
             raise SettingsError(f"SCIMSYNC_PUBLIC_URL must be an absolute http(s) URL, got {self.public_url!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
+        if self.operator_key is not None and len(self.operator_key) < 32:
+            raise SettingsError("SCIMSYNC_OPERATOR_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SCIMSYNC_DB_POOL_MIN must not exceed SCIMSYNC_DB_POOL_MAX")
 
     def topics(self) -> dict[str, str]:
         """The Kafka topic of each aggregate's events."""
         return {"user": self.user_topic, "group": self.group_topic}
+
+    @property
+    def https(self) -> bool:
+        """Whether the service is reached over https: then the admin session cookie is `Secure`."""
+        return self.public_url.startswith("https://")
 
     def scim_base_url(self, tenant_id: str) -> str:
         return f"{self.public_url}/scim/v2/{tenant_id}"

@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from service import logs, readiness
+from service.admin.routes import mount as admin_mount
 from service.api import bulk, discovery, groups, health, metrics, root_search, users
 from service.api.errors import HANDLERS
 from service.api.middleware import RequestContext, TenantAuth
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(TenantAuth, deps=deps)],
     )
     app = Starlette(
-        routes=[*health.routes, *metrics.routes, scim],
+        routes=[*health.routes, *metrics.routes, scim, admin_mount()],
         middleware=[Middleware(ContentNegotiation), Middleware(RequestContext, deps=deps)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

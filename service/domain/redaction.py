@@ -19,17 +19,17 @@ _SECRET_NAME = re.compile(r"pass(word|wd)|token|secret|credential|authorization|
 _SECRET_VALUE = re.compile(rf"{re.escape(TOKEN_PREFIX)}|^bearer\s", re.IGNORECASE)
 
 
-def redacted_body(raw: bytes) -> str | None:
-    """The body as JSON text with secrets replaced; None when there was no body."""
+def redacted_body(raw: bytes) -> Any:
+    """The parsed body with secrets replaced (for a jsonb column); None when there was no body."""
     if not raw.strip():
         return None
     if len(raw) > MAX_BODY_BYTES:
-        return json.dumps({"redacted": f"body of {len(raw)} bytes, too large to keep"})
+        return {"redacted": f"body of {len(raw)} bytes, too large to keep"}
     try:
         parsed = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return json.dumps({"redacted": f"body of {len(raw)} bytes, not JSON"})
-    return json.dumps(_clean(parsed))
+        return {"redacted": f"body of {len(raw)} bytes, not JSON"}
+    return _clean(parsed)
 
 
 def _clean(value: Any) -> Any:

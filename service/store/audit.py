@@ -30,7 +30,7 @@ Row = tuple[
     uuid.UUID | None,
     str | None,
     str | None,
-    str | None,
+    Any,
 ]
 BODY_DAYS = 30  # a refused request's redacted body is kept this long, then forgotten (the row stays)
 
@@ -56,7 +56,7 @@ class AuditLog:
         token_id: str | None = None,
         scim_type: str | None = None,
         detail: str | None = None,
-        body: str | None = None,
+        body: Any = None,
     ) -> None:
         """`body` is the already redacted body of a refused request (see service.domain.redaction); None else."""
         if len(self._pending) >= self._max_pending:

@@ -30,6 +30,7 @@ from service.store.pool import connect
 from tests.integration.test_consumers_helpers import ConsumerEnv, new_env, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_KEY = "test-operator-key-" + "0" * 32  # the admin console's operator API key in the test API process
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def api_url(database_url: str, stack: Stack) -> Iterator[str]:
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
         "SCIMSYNC_PUBLIC_URL": url,
         "SCIMSYNC_LOG_LEVEL": "warning",
+        "SCIMSYNC_OPERATOR_KEY": OPERATOR_KEY,
     }
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
     with open(ROOT / ".pytest_cache" / f"api-{port}.log", "wb") as log:  # the API's own log, for debugging

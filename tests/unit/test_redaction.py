@@ -13,7 +13,7 @@ def test_passwords_and_tokens_never_survive_anywhere_in_the_body() -> None:
         "note": "scimsync_abcdef",
         "header": "Bearer abc",
     }
-    kept = json.loads(redacted_body(json.dumps(body).encode()) or "")
+    kept = redacted_body(json.dumps(body).encode())
     text = json.dumps(kept)
     for secret in ("hunter2", '"x"', '"t"', '"s"', "p0ssw0rd", "scimsync_abcdef", "Bearer abc"):
         assert secret not in text
@@ -23,5 +23,5 @@ def test_passwords_and_tokens_never_survive_anywhere_in_the_body() -> None:
 
 def test_non_json_and_huge_bodies_are_summarised_and_empty_ones_absent() -> None:
     assert redacted_body(b"") is None
-    assert "not JSON" in (redacted_body(b"password=hunter2") or "")
-    assert "too large" in (redacted_body(b"{" + b" " * 20_000 + b"}") or "")
+    assert "not JSON" in json.dumps(redacted_body(b"password=hunter2"))
+    assert "too large" in json.dumps(redacted_body(b"{" + b" " * 20_000 + b"}"))

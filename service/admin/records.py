@@ -1,0 +1,95 @@
+"""Activity, users, groups and sync health: the pages where an admin finds out why someone did not arrive."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.admin import timeline
+from service.admin.pages import render
+from service.admin.security import not_found, tenant_page
+from service.store import activity, directory
+from service.store.access import Grant
+
+PAGE_SIZE = 25
+STUCK_AFTER = timedelta(minutes=5)  # published and still not applied after this: look at the consumer / its DLQ
+STATES = ("all", "active", "deactivated", "deleted")
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and len(text) < 19 else None
+
+
+def _uuid(text: str) -> str | None:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
+
+
+@tenant_page
+async def requests_page(request: Request, grant: Grant) -> Response:
+    deps = request.app.state.deps
+    errors_only = request.query_params.get("errors") == "1"
+    before = _int(request.query_params.get("before"))
+    async with deps.pool.acquire() as conn:
+        rows, older = await activity.requests(conn, grant.tenant_id, errors_only, before, PAGE_SIZE)
+        actions = await activity.actions(conn, grant.tenant_id) if before is None else []
+    prefix = f"/scim/v2/{grant.tenant_id}"
+    return render(
+        request,
+        "activity.html",
+        rows=rows,
+        older=older,
+        errors_only=errors_only,
+        actions=actions,
+        first_page=before is None,
+        short=lambda path: path.removeprefix(prefix) or "/",
+    )
+
+
+@tenant_page
+async def users_page(request: Request, grant: Grant) -> Response:
+    deps = request.app.state.deps
+    query = request.query_params.get("q", "").strip()[:200]
+    state = request.query_params.get("state", "all")
+    state = state if state in STATES else "all"
+    async with deps.pool.acquire() as conn:
+        rows = await directory.users(conn, grant.tenant_id, query, state)
+    return render(request, "users.html", rows=rows, query=query, state=state, states=STATES)
+
+
+@tenant_page
+async def user_page(request: Request, grant: Grant) -> Response:
+    deps = request.app.state.deps
+    user_id = _uuid(request.path_params["user_id"])
+    if user_id is None:
+        return not_found(request)
+    async with deps.pool.acquire() as conn:
+        events = await directory.timeline(conn, grant.tenant_id, user_id)
+        if not events:
+            return not_found(request)  # also: another tenant's user
+        person = await directory.user(conn, grant.tenant_id, user_id)
+        gates = await directory.gates(conn, grant.tenant_id, user_id)
+    entries = list(reversed(timeline.entries(events, gates)))
+    return render(request, "user.html", person=person, user_id=user_id, entries=entries)
+
+
+@tenant_page
+async def groups_page(request: Request, grant: Grant) -> Response:
+    deps = request.app.state.deps
+    async with deps.pool.acquire() as conn:
+        rows = await directory.groups(conn, grant.tenant_id)
+    return render(request, "groups.html", rows=rows)
+
+
+@tenant_page
+async def health_page(request: Request, grant: Grant) -> Response:
+    deps = request.app.state.deps
+    async with deps.pool.acquire() as conn:
+        health = await directory.health(conn, grant.tenant_id)
+    stuck_before = datetime.now(UTC) - STUCK_AFTER
+    return render(request, "health.html", health=health, stuck_before=stuck_before, stuck_after=STUCK_AFTER)
