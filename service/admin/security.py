@@ -37,7 +37,9 @@ _HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),  # a setup link's URL is a secret: never leak it in a Referer
+    # A setup link's URL is a secret: never in a Referer to another site. (Not no-referrer: then Chromium sends
+    # `Origin: null` on form posts, and the Origin check below could not tell our own pages from others.)
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),  # a token shown once must not sit in a cache
 ]
 
@@ -57,7 +59,7 @@ def cookie_options(settings: Settings) -> dict[str, Any]:
 
 
 def same_origin(request: Request, settings: Settings) -> bool:
-    """A browser's POST names its page's origin; absent (old clients) is allowed, the CSRF token still decides."""
+    """A browser's POST names its page's origin; absent (non-browser clients) is allowed, the CSRF token decides."""
     origin = request.headers.get("origin")
     if origin is None:
         return True

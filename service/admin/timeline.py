@@ -58,10 +58,23 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
+
+
 def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """The attributes whose value differs, by dotted name (lists compare whole: emails, phoneNumbers)."""
+    """The attributes whose value differs, by dotted name, with old → new for single values (lists: the name)."""
     a, b = _flat(before), _flat(after)
-    return sorted(k for k in a.keys() | b.keys() if k != "id" and a.get(k) != b.get(k))
+    out = []
+    for key in sorted(k for k in a.keys() | b.keys() if k != "id" and a.get(k) != b.get(k)):
+        old, new = a.get(key), b.get(key)
+        lists = isinstance(old, list | dict) or isinstance(new, list | dict)
+        out.append(key if lists else f"{key}: {_shown(old)} → {_shown(new)}")
+    return out
 
 
 def applied(event: EventLike, consumer: str, gate: GateLike) -> str:

@@ -150,7 +150,7 @@ async def test_pages_carry_a_csp_without_inline_script_and_no_store(api_url: str
     page = await admin.get(f"/admin/tenants/{tenant.id}/")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
-    assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "same-origin"
     assert "<script>" not in page.text and " on" + "click=" not in page.text
     await admin.aclose()
 
