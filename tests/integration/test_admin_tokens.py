@@ -1,0 +1,69 @@
+"""Tokens in tenant_tokens: existing tenants keep their token through migration 0008; activity pages."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from service.domain.tenants import hash_token, new_token
+from service.store import migrator, tenants
+from service.store.pool import connect
+from tests.integration.admin_helpers import signed_in
+from tests.integration.conftest import Stack, TenantInfo, _with_database
+
+
+async def test_migration_0008_keeps_every_existing_tenants_token_working(stack: Stack) -> None:
+    name = f"scimsync_test_m8_{uuid.uuid4().hex[:8]}"
+    admin = await connect(stack.database_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        conn = await connect(_with_database(stack.database_url, name))
+        try:
+            await conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)")
+            for step, sql in migrator.available():
+                if step < "0008":  # the database as it was before this migration
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", step)
+            token, tenant_id = new_token(), uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO tenants (id, name, token_hash) VALUES ($1, 'old', $2)", tenant_id, hash_token(token)
+            )
+            await migrator.migrate(conn)
+            tenant = await tenants.get(conn, str(tenant_id))
+            assert tenant is not None and tenant.token_for(token, 0.0) is not None
+            assert tenant.token_for(new_token(), 0.0) is None
+            assert await conn.fetchval("SELECT token_hash FROM tenants WHERE id = $1", tenant_id) is None
+            rotated = await tenants.rotate_token(conn, str(tenant_id))  # the CLI's rotate-token: old stops at once
+            tenant = await tenants.get(conn, str(tenant_id))
+            assert (
+                tenant is not None and rotated and tenant.token_for(rotated, 0.0) and not tenant.token_for(token, 0.0)
+            )
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def test_activity_pages_through_requests_newest_first(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, api_url: str
+) -> None:
+    for n in range(30):
+        await scim.get(f"/Users/{uuid.uuid4()}" if n % 3 == 0 else "/Users")
+    admin = await signed_in(db, api_url, tenant.id)
+    url = f"/admin/tenants/{tenant.id}/activity"
+    for _ in range(100):
+        if await db.fetchval("SELECT count(*) FROM scim_requests WHERE tenant_id = $1", uuid.UUID(tenant.id)) >= 30:
+            break
+        await admin.get(url)
+    first = await admin.get(url)
+    assert first.text.count('<tr class="') == 25 and "Older requests" in first.text
+    older = first.text.split("before=")[1].split('"')[0]
+    second = await admin.get(url, params={"before": older})
+    assert second.text.count('<tr class="') == 5 and "Older requests" not in second.text
+    errors = await admin.get(url, params={"errors": "1"})
+    assert errors.text.count('<tr class="failed">') == 10 and errors.text.count('<tr class="') == 10
+    assert "No such" in errors.text or "not found" in errors.text.lower()
+    await admin.aclose()
