@@ -28,6 +28,7 @@ async def _page(request: Request, grant: Grant, new_token: str | None = None) ->
         base_url=deps.settings.scim_base_url(tenant.id),
         new_token=new_token,
         grace=GRACE,
+        canonical=f"/admin/tenants/{tenant.id}/" if new_token else None,
     )
 
 

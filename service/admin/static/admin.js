@@ -2,6 +2,8 @@
 "use strict";
 
 document.addEventListener("DOMContentLoaded", function () {
+  // A page answered to a POST (the one showing a new token) gets its GET address: a reload must not rotate again.
+  if (document.body.dataset.canonical) { history.replaceState(null, "", document.body.dataset.canonical); }
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       var field = document.getElementById(button.dataset.copy);
