@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs
 from service.api.errors import error_response
-from service.domain.redaction import MAX_BODY_BYTES, redacted_body
+from service.domain.redaction import redacted_body
 
 log = logs.get("scimsync.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -37,13 +37,15 @@ class RequestContext:
         request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         context: dict[str, Any] = {"tenant_id": None, "token_id": None}
         audited = scope["path"].startswith("/scim/")
-        # For the admin's activity page: a refused request's body (redacted) and our SCIM error. Bounded copies.
-        request_body, response_body = bytearray(), bytearray()
+        # For the admin's activity page: a refused request's body (redacted) and our SCIM error. The request's
+        # chunks are kept by reference (no copy) and joined only if the request fails.
+        request_chunks: list[bytes] = []
+        response_body = bytearray()
 
         async def receive_copy() -> Message:
             message = await receive()
-            if message["type"] == "http.request" and len(request_body) <= MAX_BODY_BYTES:
-                request_body.extend(message.get("body", b""))
+            if message["type"] == "http.request" and len(request_chunks) < 64:
+                request_chunks.append(message.get("body", b""))
             return message
 
         scope["scimsync"] = context
@@ -88,7 +90,7 @@ class RequestContext:
                     token_id=context["token_id"],
                     scim_type=error.get("scimType"),
                     detail=error.get("detail"),
-                    body=redacted_body(bytes(request_body)) if status >= 400 else None,
+                    body=redacted_body(b"".join(request_chunks)) if status >= 400 else None,
                 )
                 log.debug("request.served", method=scope["method"], path=path, status=status, ms=round(elapsed_ms, 2))
 

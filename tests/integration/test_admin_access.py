@@ -183,3 +183,7 @@ def test_the_cli_prints_a_link_that_opens_the_console(api_url: str, database_url
     with httpx.Client(timeout=30) as client:
         assert client.post(link).status_code == 303
         assert "SCIM Base URL" in client.get(f"{api_url}/admin/tenants/{tenant.id}/").text
+        disable = [sys.executable, "-m", "service.cli", "tenants", "disable", tenant.id]
+        assert subprocess.run(disable, env=env, cwd=ROOT, capture_output=True, timeout=60).returncode == 0
+        activity = client.get(f"{api_url}/admin/tenants/{tenant.id}/activity").text
+        assert "operator (CLI)" in activity and "provisioning disabled" in activity and "setup link issued" in activity

@@ -9,6 +9,7 @@ import httpx
 
 from service.domain.tenants import hash_token, new_token
 from service.store import migrator, tenants
+from service.store.audit import forget_old_bodies
 from service.store.pool import connect
 from tests.integration.admin_helpers import signed_in
 from tests.integration.conftest import Stack, TenantInfo, _with_database
@@ -67,3 +68,17 @@ async def test_activity_pages_through_requests_newest_first(
     assert errors.text.count('<tr class="failed">') == 10 and errors.text.count('<tr class="') == 10
     assert "No such" in errors.text or "not found" in errors.text.lower()
     await admin.aclose()
+
+
+async def test_refused_request_bodies_are_forgotten_after_30_days_and_the_rows_stay(
+    db: Any, tenant: TenantInfo
+) -> None:
+    key = uuid.UUID(tenant.id)
+    await db.executemany(
+        "INSERT INTO scim_requests (at, tenant_id, method, path, status, request_id, duration_ms, body)"
+        " VALUES (now() - make_interval(days => $2), $1, 'POST', '/x', 400, 'r', 1, $3)",
+        [(key, 31, {"userName": "old"}), (key, 29, {"userName": "recent"})],
+    )
+    assert await forget_old_bodies(db) >= 1
+    rows = await db.fetch("SELECT body FROM scim_requests WHERE tenant_id = $1 ORDER BY at", key)
+    assert [r["body"] for r in rows] == [None, {"userName": "recent"}]
