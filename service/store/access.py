@@ -44,6 +44,11 @@ async def issue_link(conn: Any, tenant_id: str, minutes: int, label: str) -> tup
             minutes,
         )
         await record_action(conn, str(key), "operator", "setup link issued", f"for {label}, valid {minutes} min")
+        # Housekeeping, rare enough to ride along: links and sessions that can no longer be used.
+        await conn.execute("DELETE FROM admin_links WHERE expires_at < now() - interval '7 days'")
+        await conn.execute(
+            "DELETE FROM admin_sessions WHERE created_at < now() - make_interval(hours => $1 + 24)", MAX_SESSION_HOURS
+        )
     return secret, expires
 
 

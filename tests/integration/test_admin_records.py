@@ -39,3 +39,17 @@ async def test_users_are_found_by_username_or_email_and_state_and_deleted_people
     assert "details erased" in page.text and page.text.count("not yet") == 4  # no consumer ran in this test
     assert (await admin.get(f"{users}/not-a-uuid")).status_code == 404
     await admin.aclose()
+
+
+async def test_what_an_identity_provider_sends_is_shown_escaped(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, api_url: str
+) -> None:
+    hostile = '<img src=x onerror="alert(1)">@example.com'
+    uid = (await scim.post("/Users", json={"schemas": [USER], "userName": hostile})).json()["id"]
+    await scim.post("/Users", json={"schemas": [USER], "userName": hostile})  # 409: shown in the activity
+    admin = await signed_in(db, api_url, tenant.id)
+    for path in (f"users?q={uid[:0]}", f"users/{uid}", "activity?errors=1"):
+        page = await admin.get(f"/admin/tenants/{tenant.id}/{path}")
+        assert "<img src=x" not in page.text
+    assert "&lt;img src=x" in (await admin.get(f"/admin/tenants/{tenant.id}/users/{uid}")).text
+    await admin.aclose()
