@@ -44,7 +44,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser, api_url: str) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1180, "height": 760}, base_url=api_url)
+    context = await browser.new_context(viewport={"width": 1180, "height": 640}, base_url=api_url)
     await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=api_url)
     opened = await context.new_page()
     opened.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))  # the confirmations
