@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from service.admin.pages import message, render
+from service.admin.pages import deps_of, message, render
 from service.admin.security import COOKIE, cookie_options, csrf_ok, same_origin
 from service.settings import Settings
 from service.store import access
@@ -53,7 +53,7 @@ def _operator(request: Request, settings: Settings) -> bool:
 
 async def operator_links(request: Request) -> Response:
     """POST /admin/api/tenants/{tenant_id}/links {"minutes": 15, "label": "..."}: a setup link for the host product."""
-    deps = request.app.state.deps
+    deps = deps_of(request)
     if deps.settings.operator_key is None:
         return JSONResponse({"detail": "Not found"}, status_code=404)
     if not _operator(request, deps.settings):
@@ -75,7 +75,7 @@ async def operator_links(request: Request) -> Response:
 
 async def open_link(request: Request) -> Response:
     """GET shows a button; only its POST burns the link (mail scanners GET links; they must not use them up)."""
-    deps = request.app.state.deps
+    deps = deps_of(request)
     secret = request.path_params["secret"]
     async with deps.pool.acquire() as conn:
         if request.method == "GET":
@@ -95,7 +95,7 @@ async def open_link(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     secret = request.cookies.get(COOKIE, "")
     form = await request.form()
     if secret and csrf_ok(secret, form.get("csrf")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from service.admin.pages import render
+from service.admin.pages import deps_of, render
 from service.admin.security import not_found, tenant_page
 from service.store import access, tenants, tokens
 from service.store.access import Grant
@@ -14,7 +14,7 @@ GRACE = {"0": "stop at once", "3600": "keep working for 1 hour", "86400": "keep 
 
 
 async def _page(request: Request, grant: Grant, new_token: str | None = None) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     async with deps.pool.acquire() as conn:
         tenant = await tenants.get(conn, grant.tenant_id)
         listed = await tokens.listed(conn, grant.tenant_id)
@@ -40,7 +40,7 @@ async def page(request: Request, grant: Grant) -> Response:
 @tenant_page
 async def issue_token(request: Request, grant: Grant) -> Response:
     """Generate (no live token) or rotate; the new token is in this response only, never stored in clear."""
-    deps = request.app.state.deps
+    deps = deps_of(request)
     grace = str((await request.form()).get("grace", "0"))
     if grace not in GRACE:
         grace = "0"
@@ -56,7 +56,7 @@ async def issue_token(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def revoke_token(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     token_id = request.path_params["token_id"]
     async with deps.pool.acquire() as conn:
         live = {t.id: t for t in await tokens.listed(conn, grant.tenant_id)}
@@ -69,7 +69,7 @@ async def revoke_token(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def switch(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     enabled = (await request.form()).get("enabled") == "true"
     async with deps.pool.acquire() as conn:
         if not await tenants.set_enabled(conn, grant.tenant_id, enabled):
@@ -81,7 +81,7 @@ async def switch(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def guides(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     async with deps.pool.acquire() as conn:
         tenant = await tenants.get(conn, grant.tenant_id)
     if tenant is None:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.admin import timeline
-from service.admin.pages import render
+from service.admin.pages import deps_of, render
 from service.admin.security import not_found, tenant_page
 from service.store import activity, directory
 from service.store.access import Grant
@@ -32,7 +32,7 @@ def _uuid(text: str) -> str | None:
 
 @tenant_page
 async def requests_page(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     errors_only = request.query_params.get("errors") == "1"
     before = _int(request.query_params.get("before"))
     async with deps.pool.acquire() as conn:
@@ -53,7 +53,7 @@ async def requests_page(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def users_page(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     query = request.query_params.get("q", "").strip()[:200]
     state = request.query_params.get("state", "all")
     state = state if state in STATES else "all"
@@ -64,7 +64,7 @@ async def users_page(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def user_page(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     user_id = _uuid(request.path_params["user_id"])
     if user_id is None:
         return not_found(request)
@@ -80,7 +80,7 @@ async def user_page(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def groups_page(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     async with deps.pool.acquire() as conn:
         rows = await directory.groups(conn, grant.tenant_id)
     return render(request, "groups.html", rows=rows)
@@ -88,7 +88,7 @@ async def groups_page(request: Request, grant: Grant) -> Response:
 
 @tenant_page
 async def health_page(request: Request, grant: Grant) -> Response:
-    deps = request.app.state.deps
+    deps = deps_of(request)
     async with deps.pool.acquire() as conn:
         health = await directory.health(conn, grant.tenant_id)
     stuck_before = datetime.now(UTC) - STUCK_AFTER

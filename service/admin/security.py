@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.admin.pages import message
+from service.admin.pages import deps_of, message
 from service.settings import Settings
 from service.store import access
 from service.store.access import Grant
@@ -81,7 +81,7 @@ def tenant_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """
 
     async def endpoint(request: Request) -> Response:
-        deps = request.app.state.deps
+        deps = deps_of(request)
         secret = request.cookies.get(COOKIE, "")
         grant = None
         if secret:
