@@ -7,6 +7,7 @@ These walk the flows an IT admin follows, check what the page shows, and save th
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 import uuid
@@ -24,7 +25,11 @@ from tests.integration.conftest import ROOT, TenantInfo
 from tests.integration.test_consumers_helpers import ConsumerEnv
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "admin"
+# The README's screenshots are rewritten only when asked (SCIMSYNC_SCREENSHOTS=docs), so `make test` leaves the
+# work tree clean; otherwise they go beside the test logs, for a look after a failure.
+SHOTS = (
+    ROOT / "docs" / "admin" if os.environ.get("SCIMSYNC_SCREENSHOTS") == "docs" else ROOT / ".pytest_cache" / "admin"
+)
 OKTA = {"User-Agent": "Okta SCIM Client 1.0.0", "Content-Type": "application/scim+json; charset=utf-8"}
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
