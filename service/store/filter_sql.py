@@ -14,6 +14,7 @@ database's LC_CTYPE. Ordering comparisons on strings use COLLATE "C" (code-point
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -72,6 +73,9 @@ class Columns:
     resource: str = "resource"
     special: Mapping[tuple[str, ...], Column] = field(default_factory=dict)
     related: Mapping[tuple[str, ...], Relation] = field(default_factory=dict)
+    # Case-insensitive sub-attributes of multi-valued attributes (`emails.value`) with an indexed SQL expression
+    # holding their lower-cased values as text[]: `eq` becomes `expr @> ARRAY[lower(x)]`, which the index serves.
+    lowered_arrays: Mapping[tuple[str, ...], str] = field(default_factory=dict)
 
 
 def resource_columns(
@@ -92,7 +96,10 @@ def resource_columns(
     return Columns("resource", {**common, **extra}, dict(related or {}))
 
 
-USER_COLUMNS = resource_columns("User", {("userName",): Column("user_name"), ("active",): Column("active")})
+USER_COLUMNS = dataclasses.replace(
+    resource_columns("User", {("userName",): Column("user_name"), ("active",): Column("active")}),
+    lowered_arrays={("emails", "value"): "scim_emails(resource)"},  # GIN index, migration 0012
+)
 GROUP_COLUMNS = resource_columns(
     "Group",
     {("displayName",): Column("display_name")},
@@ -179,6 +186,9 @@ class _Compiler:
         if value is None:
             present = self.leaf(ref, scope, lambda o: self.present(o, ref))
             return present if e.op == "ne" else f"(NOT {present})"
+        indexed = self.columns.lowered_arrays.get(ref.key) if scope is None else None
+        if indexed is not None and e.op == "eq" and isinstance(value, str) and not ref.target.case_exact:
+            return f"({indexed} @> ARRAY[lower({self.param(value, 'text')})])"  # same matches as the EXISTS below
         if e.op == "ne":
             eq = self.leaf(ref, scope, lambda o: self.compare(o, ref, "eq", value))
             return f"(NOT COALESCE({eq}, FALSE))"
