@@ -288,6 +288,8 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
             "max_ms": round(max(delays), 1) if delays else None,
         }
     )
+    if failures or len(delays) < len(responded):  # errors are not throughput: the figures above are void
+        raise SystemExit(f"bench.relay: {failures} failed PATCHes, {len(responded) - len(delays)} events missing")
 
 
 _CREATE = """
