@@ -132,8 +132,9 @@ def wrk(
 
 
 def _wrk_run(url: str, script: str, seconds: int, connections: int, threads: int) -> str:
+    options = [f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", script]
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+        ["wrk", *options, url],
         capture_output=True,
         text=True,
         check=True,

@@ -6,8 +6,8 @@ nothing changes. The total and the page come from one statement, hence one snaps
 Unfiltered, unsorted user pages (Okta's import) never read the whole tenant: `user_blocks` (migration 0012)
 holds exact per-snapshot counts of a tenant's users per block of 1,024 `seq` values, so the total is a sum over
 ~N/1,024 small rows and page K starts in the block where the running sum passes K, read from the (tenant_id, seq)
-index with an offset below the block's size. Any other query counts its matches with `count(*)` (an index scan
-when the filter has an index) and reads its page with LIMIT/OFFSET.
+index with an offset below the block's size. A filtered query collects its matches' seqs (an index scan when the
+filter has an index), counts them and reads the page's rows by seq; a sorted one counts, then sorts.
 """
 
 from __future__ import annotations
@@ -40,7 +40,19 @@ LEFT JOIN LATERAL (
 ) AS p ON true
 """
 
+# The matches' seqs once (MATERIALIZED; from the index alone when it includes seq, as migration 0012's
+# users_tenant_updated_at does), counted and cut to the page; only the page's rows are then read.
 _FILTERED_PAGE = """
+WITH m AS MATERIALIZED (SELECT seq FROM {table} WHERE {where})
+SELECT t.total, p.* FROM (SELECT count(*) AS total FROM m) AS t
+LEFT JOIN LATERAL (
+    SELECT {select} FROM {table}
+    WHERE tenant_id = $1 AND seq IN (SELECT seq FROM m ORDER BY seq LIMIT ${limit} OFFSET ${offset})
+    ORDER BY seq
+) AS p ON true
+"""
+
+_SORTED_PAGE = """
 SELECT t.total, p.* FROM (SELECT count(*) AS total FROM {table} WHERE {where}) AS t
 LEFT JOIN LATERAL (
     SELECT {select} FROM {table} WHERE {where} ORDER BY {order} LIMIT ${limit} OFFSET ${offset}
@@ -72,12 +84,13 @@ async def fetch_page(
         query = _BLOCK_PAGE.format(blocks=blocks, table=table, select=select)
         rows = await pool.fetch(query, params[0], start - 1, count)
     else:
-        order = "seq"
+        template, order = _FILTERED_PAGE, "seq"
         if sort is not None:
             ref, descending = sort
+            template = _SORTED_PAGE
             order = f"{order_sql(ref, columns)} {'DESC' if descending else 'ASC'} NULLS LAST, seq"
         params += [count, start - 1]
-        query = _FILTERED_PAGE.format(
+        query = template.format(
             table=table, where=where, select=select, order=order, limit=len(params) - 1, offset=len(params)
         )
         rows = await pool.fetch(query, *params)

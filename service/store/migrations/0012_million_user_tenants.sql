@@ -46,8 +46,9 @@ CREATE TRIGGER user_blocks_removed AFTER DELETE ON users
 INSERT INTO user_blocks (tenant_id, block, slot, n)
 SELECT tenant_id, seq >> 10, 0, count(*) FROM users GROUP BY 1, 2;
 
--- Incremental sync (`meta.lastModified gt "…"`).
-CREATE INDEX IF NOT EXISTS users_tenant_updated_at ON users (tenant_id, updated_at);
+-- Incremental sync (`meta.lastModified gt "…"`); seq included so that a filtered page (paging.py) collects the
+-- matches' seqs from the index alone.
+CREATE INDEX IF NOT EXISTS users_tenant_updated_at ON users (tenant_id, updated_at) INCLUDE (seq);
 
 -- `emails.value eq "…"`: the lower-cased values of a user's emails, as the filter compiler (filter_sql.py) emits
 -- them (`scim_emails(resource) @> ARRAY[lower($n)]`). fastupdate off: a lookup never scans a pending list.
