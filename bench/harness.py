@@ -124,11 +124,33 @@ def wrk(
         out = _wrk_run(url, script.name, seconds, connections, threads)
     finally:
         Path(script.name).unlink()
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """requests/s, latency percentiles (ms) and requests of a wrk report; SystemExit on any non-2xx or socket
+    error."""
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors and int(errors.group(1)) > 0:
+        raise SystemExit(f"bench: {errors.group(1)} non-2xx answers: the run is void\n{out}")
+    if "Socket errors" in out:
+        raise SystemExit(f"bench: socket errors: the run is void\n{out}")
     result = {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct in ("50", "90", "99"):
         result[f"p{pct}_ms"] = _ms(re.search(rf"\s{pct}(?:\.000)?%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     result["requests"] = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return result
+
+
+def start_wrk(url: str, lua: str, connections: int = 32, seconds: int = 3600) -> subprocess.Popen[str]:
+    """wrk in the background, for a run that ends on a condition: SIGINT makes it stop and print its report
+    (read it with `communicate()`, check it with `parse_wrk`)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is missing: apt-get install wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, dir=tempfile.gettempdir()) as script:
+        script.write(lua)
+    options = ["-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", script.name]
+    return subprocess.Popen(["wrk", *options, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wrk_run(url: str, script: str, seconds: int, connections: int, threads: int) -> str:
@@ -140,9 +162,5 @@ def _wrk_run(url: str, script: str, seconds: int, connections: int, threads: int
         check=True,
         timeout=seconds + 60,
     ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors and int(errors.group(1)) > 0:
-        raise SystemExit(f"bench: {errors.group(1)} non-2xx answers: the run is void\n{out}")
-    if "Socket errors" in out:
-        raise SystemExit(f"bench: socket errors: the run is void\n{out}")
+    parse_wrk(out)  # fails fast on errors, warm-up runs included
     return out
