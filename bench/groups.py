@@ -1,11 +1,14 @@
-"""Group membership cost: PATCH add/remove of one member on a 10,000-member group versus a 10-member group.
+"""Group membership cost: PATCH add/remove of one member on a 10,000-member group versus a 10-member group, and
+the read side of a 200,000-member group.
 
-    .venv/bin/python -m bench.groups [--members 10000] [--patches 300]
+    .venv/bin/python -m bench.groups [--members 10000] [--patches 300] [--read-members 200000]
 
 Needs the local stack (`make stack-up`). One client, sequential requests over HTTP against an API process, each
 PATCH shaped like Okta's (no-path replace of {id, displayName}, then an add or a remove of one member). Measured
 twice: as Okta sends it (the 200 response carries the group with its members) and with
-`?excludedAttributes=members` (the membership write alone). Prints one JSON line per measurement.
+`?excludedAttributes=members` (the membership write alone). Then, with a group of `--read-members` members: the
+whole group (`GET /Groups/{id}`: time, body size and the API's peak RSS before and after), the group without its
+members, and `filter=members[value eq "…"]`. Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import uuid
 import httpx
 
 from bench.harness import api_process, fresh_database, new_tenant
-from service.store.pool import connect
+from bench.procs import listening_pid, peak_rss_mb
+from service.store import groups as groups_store
+from service.store.pool import connect, create_pool
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -113,6 +118,72 @@ def drive(
                 emit("patch_one_member", response=label, group_members=len(members), patches=patches, **results[name])
 
 
+def _timed(client: httpx.Client, path: str, params: dict[str, str], samples: int) -> dict[str, float]:
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        answer = client.get(path, params=params)
+        times.append((time.perf_counter() - started) * 1000)
+        if answer.status_code != 200:
+            raise SystemExit(f"bench: GET {path} answered {answer.status_code}: {answer.text[:300]}")
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 2), "p99_ms": round(times[int(len(times) * 0.99) - 1], 2)}
+
+
+def read_side(url: str, tenant_id: str, token: str, group_id: str, member: str, members: int) -> None:
+    """The read side of a big group: the whole group (peak RSS of the API), without its members, and the
+    `members[value eq]` filter. One client, sequential."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        api_process(url) as api,
+        httpx.Client(base_url=f"{api}/scim/v2/{tenant_id}", headers=headers, timeout=120) as client,
+    ):
+        pid = listening_pid(int(api.rsplit(":", 1)[1]))
+        # Warm up (the pool, prepared statements), then the API's resident set before any big read.
+        _timed(client, f"/Groups/{group_id}", {"excludedAttributes": "members"}, 20)
+        rss_before = peak_rss_mb(pid)
+        started = time.perf_counter()
+        size = 0
+        with client.stream("GET", f"/Groups/{group_id}") as answer:
+            assert answer.status_code == 200, answer.status_code
+            for chunk in answer.iter_bytes():
+                size += len(chunk)
+        whole_ms = round((time.perf_counter() - started) * 1000, 1)
+        emit(
+            "big_group_get",
+            group_members=members,
+            ms=whole_ms,
+            body_mb=round(size / 1e6, 1),
+            api_peak_rss_before_mb=rss_before,
+            api_peak_rss_after_mb=peak_rss_mb(pid),
+        )
+        excluded = _timed(client, f"/Groups/{group_id}", {"excludedAttributes": "members"}, 50)
+        emit("big_group_get_excludedAttributes_members", group_members=members, target_ms=10, **excluded)
+        filtered = _timed(
+            client, "/Groups", {"filter": f'members[value eq "{member}"]', "excludedAttributes": "members"}, 50
+        )
+        emit("big_group_filter_members_value_eq", group_members=members, target_ms=10, **filtered)
+
+
+async def _seed_big_group(url: str, tenant_id: str, token: str, members: int) -> tuple[str, str]:
+    """A group created by the store, its members inserted straight into group_members (no events: only the
+    read side is measured here); returns (group id, one member's id)."""
+    ids = await seed_users(url, tenant_id, "read", members)
+    pool = await create_pool(url, 1, 2)
+    group_id = (await groups_store.create(pool, tenant_id, {"displayName": "read-side"}, [])).id
+    await pool.close()
+    conn = await connect(url)
+    await conn.execute(
+        "INSERT INTO group_members (tenant_id, group_id, user_id) SELECT $1, $2, u FROM unnest($3::uuid[]) AS u",
+        uuid.UUID(tenant_id),
+        uuid.UUID(group_id),
+        [uuid.UUID(i) for i in ids],
+    )
+    await conn.execute("ANALYZE group_members")
+    await conn.close()
+    return group_id, ids[len(ids) // 2]
+
+
 async def _analyze(url: str) -> None:
     conn = await connect(url)
     await conn.execute("ANALYZE group_members")
@@ -123,6 +194,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--patches", type=int, default=300)
+    parser.add_argument("--read-members", type=int, default=200_000, help="the read side's group size (0: skip)")
     args = parser.parse_args()
 
     url = await fresh_database("scimsync_bench_groups")
@@ -136,6 +208,9 @@ async def main() -> None:
     events = await conn.fetchval("SELECT count(*) FROM events WHERE type = 'group.membership_changed'")
     await conn.close()
     emit("check", member_rows=sorted(r[1] for r in sizes), membership_events=events)
+    if args.read_members:
+        group_id, member = await _seed_big_group(url, tenant_id, token, args.read_members)
+        await asyncio.to_thread(read_side, url, tenant_id, token, group_id, member, args.read_members)
 
 
 if __name__ == "__main__":

@@ -54,15 +54,19 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def kafka_broker_pid(bootstrap: str = KAFKA) -> int | None:
-    port = int(bootstrap.rsplit(":", 1)[1])
+def listening_pid(port: int, name: str = "") -> int | None:
+    """The process listening on 127.0.0.1:`port` (whose command line contains `name`)."""
     for proc in psutil.process_iter(["cmdline"]):
-        if "kafka" not in " ".join(proc.info["cmdline"] or []).lower():
+        if name not in " ".join(proc.info["cmdline"] or []).lower():
             continue
         with contextlib.suppress(psutil.Error):
             if any(c.laddr.port == port and c.status == "LISTEN" for c in proc.net_connections("tcp")):
                 return int(proc.pid)
     return None
+
+
+def kafka_broker_pid(bootstrap: str = KAFKA) -> int | None:
+    return listening_pid(int(bootstrap.rsplit(":", 1)[1]), "kafka")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from service.api import writes
 from service.api.body import read_json
+from service.api.group_stream import get_whole_group
 from service.api.listing import ListQuery, list_response
 from service.api.responses import ScimResponse
 from service.domain import groups as domain
@@ -59,6 +60,8 @@ async def create_group(request: Request) -> Response:
 
 async def get_group(request: Request) -> Response:
     attributes, excluded = _projection(request)
+    if attributes is None and excluded is None:  # the whole group: streamed when big
+        return await get_whole_group(request, _tenant(request), _base_url(request))
     record = await store.get(
         request.app.state.deps.pool,
         _tenant(request),
