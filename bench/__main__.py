@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["api", "groups", "relay", "e2e", "replay", "consumers", "rebuild"]
+BENCHES = ["api", "groups", "relay", "e2e", "replay", "consumers", "rebuild", "million", "pipeline", "burst"]
 
 
 def main() -> int:
