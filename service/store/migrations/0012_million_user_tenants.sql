@@ -15,7 +15,7 @@ CREATE TABLE user_blocks (
     PRIMARY KEY (tenant_id, block, slot)
 );
 
-CREATE FUNCTION user_blocks_added() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION user_blocks_added() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO user_blocks (tenant_id, block, slot, n)
     SELECT tenant_id, seq >> 10, pg_backend_pid() % 8, count(*) FROM added GROUP BY 1, 2 ORDER BY 1, 2
@@ -23,7 +23,7 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION user_blocks_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION user_blocks_removed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- A tenant's deletion cascades to its users: its counts go with it, nothing to decrement.
     DELETE FROM user_blocks b USING (SELECT DISTINCT tenant_id FROM removed) r
@@ -46,13 +46,18 @@ CREATE TRIGGER user_blocks_removed AFTER DELETE ON users
 INSERT INTO user_blocks (tenant_id, block, slot, n)
 SELECT tenant_id, seq >> 10, 0, count(*) FROM users GROUP BY 1, 2;
 
+-- The two indexes below are built inside the migration's transaction, which blocks writes to users while they
+-- build (seconds per million users). On a big production table build them first, outside any transaction, with
+-- the same definitions: `CREATE INDEX CONCURRENTLY IF NOT EXISTS …` (after creating scim_emails); this migration
+-- then skips them (IF NOT EXISTS). README "Migrations on big tables" has the statements.
+
 -- Incremental sync (`meta.lastModified gt "…"`); seq included so that a filtered page (paging.py) collects the
 -- matches' seqs from the index alone.
 CREATE INDEX IF NOT EXISTS users_tenant_updated_at ON users (tenant_id, updated_at) INCLUDE (seq);
 
 -- `emails.value eq "…"`: the lower-cased values of a user's emails, as the filter compiler (filter_sql.py) emits
 -- them (`scim_emails(resource) @> ARRAY[lower($n)]`). fastupdate off: a lookup never scans a pending list.
-CREATE FUNCTION scim_emails(resource jsonb) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+CREATE OR REPLACE FUNCTION scim_emails(resource jsonb) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(array_agg(lower(e ->> 'value')), '{}')
     FROM jsonb_array_elements(CASE jsonb_typeof(resource -> 'emails') WHEN 'array' THEN resource -> 'emails'
                                    ELSE '[]'::jsonb END) AS e
