@@ -130,10 +130,13 @@ def _timed(client: httpx.Client, path: str, params: dict[str, str], samples: int
     return {"p50_ms": round(statistics.median(times), 2), "p99_ms": round(times[int(len(times) * 0.99) - 1], 2)}
 
 
-def read_side(url: str, tenant_id: str, token: str, group_id: str, member: str, members: int) -> None:
+def read_side(
+    url: str, tenant_id: str, token: str, group_id: str, member: str, members: int, spare: list[str], patches: int
+) -> None:
     """The read side of a big group: the whole group (peak RSS of the API), without its members, and the
-    `members[value eq]` filter. One client, sequential."""
-    headers = {"Authorization": f"Bearer {token}"}
+    `members[value eq]` filter; then a one-member PATCH on it against one on a 10-member group. One client,
+    sequential."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     with (
         api_process(url) as api,
         httpx.Client(base_url=f"{api}/scim/v2/{tenant_id}", headers=headers, timeout=120) as client,
@@ -163,12 +166,27 @@ def read_side(url: str, tenant_id: str, token: str, group_id: str, member: str, 
             client, "/Groups", {"filter": f'members[value eq "{member}"]', "excludedAttributes": "members"}, 50
         )
         emit("big_group_filter_members_value_eq", group_members=members, target_ms=10, **filtered)
+        ten = {"displayName": "read-small", "members": [{"value": m} for m in spare[:10]]}
+        small = client.post("/Groups", json=ten)
+        assert small.status_code == 201, small.text
+        results = measure(client, {"read-side": group_id, "read-small": small.json()["id"]}, spare[10:], patches, {})
+        big, of_ten = results["read-side"], results["read-small"]
+        emit(
+            "patch_one_member_big_vs_10",
+            group_members=members,
+            patches=patches,
+            big_p50_ms=big["p50_ms"],
+            ten_p50_ms=of_ten["p50_ms"],
+            ratio_p50=round(big["p50_ms"] / of_ten["p50_ms"], 2),
+            target_ratio=3,
+        )
 
 
-async def _seed_big_group(url: str, tenant_id: str, token: str, members: int) -> tuple[str, str]:
+async def _seed_big_group(url: str, tenant_id: str, members: int) -> tuple[str, str, list[str]]:
     """A group created by the store, its members inserted straight into group_members (no events: only the
-    read side is measured here); returns (group id, one member's id)."""
-    ids = await seed_users(url, tenant_id, "read", members)
+    read side is measured here); returns (group id, one member's id, 60 users in no group)."""
+    ids = await seed_users(url, tenant_id, "read", members + 60)
+    ids, spare = ids[:members], ids[members:]
     pool = await create_pool(url, 1, 2)
     group_id = (await groups_store.create(pool, tenant_id, {"displayName": "read-side"}, [])).id
     await pool.close()
@@ -181,7 +199,7 @@ async def _seed_big_group(url: str, tenant_id: str, token: str, members: int) ->
     )
     await conn.execute("ANALYZE group_members")
     await conn.close()
-    return group_id, ids[len(ids) // 2]
+    return group_id, ids[len(ids) // 2], spare
 
 
 async def _analyze(url: str) -> None:
@@ -209,8 +227,10 @@ async def main() -> None:
     await conn.close()
     emit("check", member_rows=sorted(r[1] for r in sizes), membership_events=events)
     if args.read_members:
-        group_id, member = await _seed_big_group(url, tenant_id, token, args.read_members)
-        await asyncio.to_thread(read_side, url, tenant_id, token, group_id, member, args.read_members)
+        group_id, member, spare = await _seed_big_group(url, tenant_id, args.read_members)
+        await asyncio.to_thread(
+            read_side, url, tenant_id, token, group_id, member, args.read_members, spare, args.patches
+        )
 
 
 if __name__ == "__main__":

@@ -77,9 +77,13 @@ async def fetch_page(
     where = "tenant_id = $1"
     if expr is not None:
         where += f" AND ({to_sql(expr, params, columns)})"
-    if count == 0:
-        return int(await pool.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", *params)), []
     blocks = _BLOCKS.get(table)
+    if count == 0:
+        if expr is None and blocks is not None:
+            sql = f"SELECT coalesce(sum(n), 0) FROM {blocks} WHERE tenant_id = $1"
+        else:
+            sql = f"SELECT count(*) FROM {table} WHERE {where}"
+        return int(await pool.fetchval(sql, *params)), []
     if expr is None and sort is None and blocks is not None:
         query = _BLOCK_PAGE.format(blocks=blocks, table=table, select=select)
         rows = await pool.fetch(query, params[0], start - 1, count)
