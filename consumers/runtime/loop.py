@@ -67,6 +67,8 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a new group (a rebuilt domain) starts from the oldest event kept
             isolation_level="read_committed",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
         )
         consumer.subscribe(list(self.streams), listener=_Rebalance(self))
         await consumer.start()

@@ -38,6 +38,12 @@ class ConsumerSettings:
     batch_size: int = 1000  # records per getmany() round, across partitions
     max_attempts: int = 3  # a handler failing this many times sends the event to the DLQ
     retry_backoff_s: float = 0.2  # first retry delay; doubles per attempt
+    # How soon the group notices a member that died without leaving (kill -9, lost host) and hands its partitions
+    # to the others: about session_timeout + heartbeat. 6 s is the broker's lowest default
+    # (group.min.session.timeout.ms); a consumer whose event loop stalls longer than that loses its partitions
+    # (a rebalance, then re-delivered records the version gate skips). See README "The booking and workspace domains".
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
     schemas_dir: Path = field(default=DEFAULT_SCHEMAS_DIR)
     schema_engine: str = "auto"  # auto | jsonschema | jsonschema-rs (see runtime/schemas.py)
 
@@ -79,6 +85,8 @@ class ConsumerSettings:
             batch_size=_int(env, "SCIMSYNC_CONSUMER_BATCH_SIZE", cls.batch_size, minimum=1),
             max_attempts=_int(env, "SCIMSYNC_CONSUMER_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             retry_backoff_s=_int(env, "SCIMSYNC_CONSUMER_RETRY_BACKOFF_MS", 200, minimum=0) / 1000,
+            session_timeout_ms=_int(env, "SCIMSYNC_CONSUMER_SESSION_TIMEOUT_MS", cls.session_timeout_ms, minimum=1000),
+            heartbeat_interval_ms=_int(env, "SCIMSYNC_CONSUMER_HEARTBEAT_MS", cls.heartbeat_interval_ms, minimum=100),
             schemas_dir=Path(env.get("SCIMSYNC_SCHEMAS_DIR") or DEFAULT_SCHEMAS_DIR),
             schema_engine=env.get("SCIMSYNC_SCHEMA_ENGINE", cls.schema_engine),
         )
@@ -97,6 +105,10 @@ class ConsumerSettings:
             raise SettingsError("SCIMSYNC_USER_TOPIC must not be empty")
         if not self.group_topic or self.group_topic == self.user_topic:
             raise SettingsError("SCIMSYNC_GROUP_TOPIC must be set and differ from SCIMSYNC_USER_TOPIC")
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise SettingsError(
+                "SCIMSYNC_CONSUMER_HEARTBEAT_MS must be at most a third of SCIMSYNC_CONSUMER_SESSION_TIMEOUT_MS"
+            )
         if self.metrics_port > 65535:
             raise SettingsError(f"SCIMSYNC_CONSUMER_METRICS_PORT must be a port number, got {self.metrics_port}")
         if self.schema_engine not in ("auto", "jsonschema", "jsonschema-rs"):
