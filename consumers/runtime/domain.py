@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consumers.runtime import gaps
 from consumers.runtime.envelope import Event
 
 # A handler applies one event inside the transaction the runtime opened (after the version gate let it through).
@@ -54,12 +55,19 @@ class Stream:
     snapshots: bool = True
     # Clears the entity from the projection before its history is re-applied (a repair, see above).
     reset: Handler | None = None
+    # A delta stream (snapshots=False) applies each entity's versions strictly in order: an event past a gap waits
+    # in this table (schema.table, see runtime/gaps.py and workspace/schema.sql) until the missing one arrives.
+    held_table: str | None = None
 
     def __post_init__(self) -> None:
         if not _TABLE.match(self.versions_table):
             raise ValueError(f"versions_table must be schema.table, got {self.versions_table!r}")
         if not _NAME.match(self.id_column) or not _NAME.match(self.version_attribute):
             raise ValueError("id_column and version_attribute must be plain names")
+        if self.snapshots != (self.held_table is None):
+            raise ValueError("a delta stream (snapshots=False) needs a held_table, a snapshot stream has none")
+        if self.held_table is not None and not _TABLE.match(self.held_table):
+            raise ValueError(f"held_table must be schema.table, got {self.held_table!r}")
 
     @property
     def advance_sql(self) -> str:
@@ -96,19 +104,22 @@ class Domain:
         return sorted({t for stream in self.streams.values() for t in stream.handlers})
 
 
-async def advance_version(conn: Any, stream: Stream, event: Event) -> bool:
-    """True when the event is to be applied (newer, or a repair of the current version); the gate has moved."""
+async def advance_version(conn: Any, stream: Stream, event: Event) -> str:
+    """`gaps.APPLY` when the event is to be applied (the gate has moved), `gaps.DUPLICATE`, or (delta streams only)
+    `gaps.GAP`: versions are missing before it, it must wait (runtime/gaps.py)."""
     if event.repair and event.repair_through is not None and event.version == 1 and stream.reset is not None:
         key = f"tenant_id = $1 AND {stream.id_column} = $2"
         stored = await conn.fetchval(
             f"SELECT version FROM {stream.versions_table} WHERE {key} FOR UPDATE", event.tenant_id, event.subject
         )
         if stored is not None and stored > event.repair_through:
-            return False  # newer than the history being re-sent: don't rewind it
+            return gaps.DUPLICATE  # newer than the history being re-sent: don't rewind it
         await conn.execute(f"DELETE FROM {stream.versions_table} WHERE {key}", event.tenant_id, event.subject)
         await stream.reset(conn, event)
+    if stream.held_table is not None:
+        return await gaps.admit(conn, stream.versions_table, stream.id_column, event)
     row = await conn.fetchval(stream.advance_sql, event.tenant_id, event.subject, event.version, event.repair)
-    return row is not None
+    return gaps.APPLY if row is not None else gaps.DUPLICATE
 
 
 def user_handlers(changed: Handler, deleted: Handler) -> dict[str, Handler]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from consumers.runtime import gaps
 from consumers.runtime.database import FATAL_ERRORS, TRANSIENT_ERRORS
 from consumers.runtime.deadletter import DeadLetters
 from consumers.runtime.domain import REPAIR_HEADER, REPAIR_THROUGH_HEADER, Domain, Stream, advance_version
@@ -30,6 +32,8 @@ from consumers.runtime.schemas import SchemaRegistry
 from consumers.runtime.settings import ConsumerSettings
 
 APPLIED, DUPLICATE, UNKNOWN, DEAD = "applied", "skipped_duplicate", "skipped_unknown_type", "dead_lettered"
+HELD = "held"
+HELD_MEASURE_INTERVAL_S = 5.0  # how often the held-streams gauges are read from the database (and after a change)
 
 
 class ConsumerLoop:
@@ -53,6 +57,7 @@ class ConsumerLoop:
         self.streams: dict[str, Stream] = {settings.topic(name): s for name, s in domain.streams.items()}
         self._lock = asyncio.Lock()  # held while a batch is applied and committed; revocation waits for it
         self._transient_streak = 0
+        self._held_measured_at = -HELD_MEASURE_INTERVAL_S
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -82,6 +87,7 @@ class ConsumerLoop:
                     if fetched:
                         await self.process(consumer, fetched)
                     await self._measure_lag(consumer)
+                await self._measure_held()
                 if self._transient_streak:
                     await self.stopping_or(min(0.1 * 2**self._transient_streak, 5.0))
         finally:
@@ -148,8 +154,10 @@ class ConsumerLoop:
             )
             return False
         counts = Counter(outcomes)
-        for outcome in (APPLIED, DUPLICATE, UNKNOWN):
+        for outcome in (APPLIED, DUPLICATE, UNKNOWN, HELD):
             self.metrics.add(outcome, counts[outcome], topic=tp.topic)
+        if counts[HELD] or (stream.held_table is not None and counts[APPLIED]):
+            self._held_measured_at = -HELD_MEASURE_INTERVAL_S  # a stream may have been held or released: look now
         self._log.info(
             "consumer.applied",
             topic=tp.topic,
@@ -159,23 +167,87 @@ class ConsumerLoop:
             applied=counts[APPLIED],
             skipped_duplicate=counts[DUPLICATE],
             skipped_unknown_type=counts[UNKNOWN],
+            held=counts[HELD],
             dead_lettered=counts[DEAD] + len(records) - len(events),
         )
         return True
 
-    async def _apply(self, conn: Any, stream: Stream, event: Event) -> str:
+    async def _apply(self, conn: Any, stream: Stream, record: Any, event: Event) -> str:
         handler = stream.handlers.get(event.type)
-        if handler is None:
-            return UNKNOWN
-        if not await advance_version(conn, stream, event):
+        if handler is None and stream.held_table is None:
+            return UNKNOWN  # a delta stream's unknown types still take their place in the order (runtime/gaps.py)
+        verdict = await advance_version(conn, stream, event)
+        if verdict == gaps.DUPLICATE:
             return DUPLICATE
-        if not event.erased:  # the contract: from an erased snapshot (user deleted since) apply only the version
+        if verdict == gaps.GAP:
+            await self._hold(conn, stream, record, event)
+            return HELD
+        if handler is not None and not event.erased:  # an erased snapshot (user deleted since): only the version
             await handler(conn, event)
-        return APPLIED
+        if stream.held_table is not None:
+            await self._release(conn, stream, record, event)
+        return APPLIED if handler is not None else UNKNOWN
+
+    async def _hold(self, conn: Any, stream: Stream, record: Any, event: Event) -> None:
+        assert stream.held_table is not None
+        if await gaps.hold(conn, stream.held_table, stream.id_column, event, record):
+            have = await gaps.stored_version(conn, stream.versions_table, stream.id_column, event)
+            self._log.warning(
+                "consumer.stream_held",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                tenant_id=event.tenant_id,
+                **{stream.id_column: event.subject},
+                stored_version=have,
+                version=event.version,
+                missing=[have + 1, event.version - 1],
+            )
+
+    async def _release(self, conn: Any, stream: Stream, record: Any, event: Event) -> None:
+        """After `event` moved its entity's version: apply the held events that now follow it, in order."""
+        assert stream.held_table is not None
+        version, released = event.version, 0
+        while True:
+            held = await gaps.next_held(
+                conn, stream.held_table, stream.id_column, event, version, self._registry, stream.version_attribute
+            )
+            if held is None:
+                break
+            await conn.execute(stream.advance_sql, held.tenant_id, held.subject, held.version, False)
+            handler = stream.handlers.get(held.type)
+            if handler is not None:
+                await handler(conn, held)
+            version, released = held.version, released + 1
+        if released:
+            self.metrics.add("released", released, topic=record.topic)
+            self._log.info(
+                "consumer.stream_released",
+                tenant_id=event.tenant_id,
+                **{stream.id_column: event.subject},
+                released=released,
+                version=version,
+                still_held=await gaps.still_held(conn, stream.held_table, stream.id_column, event),
+            )
+
+    async def _measure_held(self) -> None:
+        """Refresh the held-streams gauges from the database (whole group), every few seconds or after a change."""
+        if time.monotonic() - self._held_measured_at < HELD_MEASURE_INTERVAL_S:
+            return
+        self._held_measured_at = time.monotonic()
+        for topic, stream in self.streams.items():
+            if stream.held_table is None:
+                continue
+            try:
+                held = await gaps.measure(self._pool, stream.held_table, stream.id_column)
+            except TRANSIENT_ERRORS:
+                return  # the database is away: the batches say so (consumer.batch_deferred)
+            self.metrics.held_streams[topic] = held.streams
+            self.metrics.oldest_held_age[topic] = held.oldest_age_seconds
 
     async def _apply_batch(self, stream: Stream, events: list[tuple[Any, Event]]) -> list[str]:
         async with self._pool.acquire() as conn, conn.transaction():
-            return [await self._apply(conn, stream, event) for _, event in events]
+            return [await self._apply(conn, stream, record, event) for record, event in events]
 
     async def _apply_each(self, stream: Stream, events: list[tuple[Any, Event]]) -> list[str]:
         """After a failed batch: one transaction per event, so only the event that keeps failing is dead-lettered."""
@@ -185,7 +257,7 @@ class ConsumerLoop:
             for attempt in range(1, attempts + 1):
                 try:
                     async with self._pool.acquire() as conn, conn.transaction():
-                        outcomes.append(await self._apply(conn, stream, event))
+                        outcomes.append(await self._apply(conn, stream, record, event))
                     break
                 except (*TRANSIENT_ERRORS, *FATAL_ERRORS):
                     raise

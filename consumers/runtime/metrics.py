@@ -17,6 +17,8 @@ COUNTERS = {
     "handler_retries": "Handler attempts that failed and were retried.",
     "transient_failures": "Batches put back because the database was unavailable.",
     "commit_failures": "Offset commits rejected (rebalance); the events are redelivered and skipped.",
+    "held": "Events of a delta stream that arrived past a gap in their entity's versions: they wait (held).",
+    "released": "Held events applied once the missing version arrived.",
 }
 
 
@@ -27,6 +29,9 @@ class Metrics:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))  # over all topics
     by_topic: dict[str, dict[str, int]] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> records not committed
+    # Delta streams (runtime/gaps.py), over the whole group (read from the database, not only this member's part):
+    held_streams: dict[str, int] = field(default_factory=dict)  # topic -> entities held at a gap
+    oldest_held_age: dict[str, float] = field(default_factory=dict)  # topic -> seconds the oldest held event waits
 
     def __post_init__(self) -> None:
         for topic in self.topics:
@@ -41,7 +46,7 @@ class Metrics:
     def handled(self) -> int:
         """Records taken off the topics for good: applied, skipped, or dead-lettered."""
         c = self.counts
-        return c["applied"] + c["skipped_duplicate"] + c["skipped_unknown_type"] + c["dead_lettered"]
+        return c["applied"] + c["skipped_duplicate"] + c["skipped_unknown_type"] + c["dead_lettered"] + c["held"]
 
     @property
     def total_lag(self) -> int:
@@ -62,6 +67,13 @@ class Metrics:
             f'scimsync_consumer_lag{{group="{self.group}",topic="{topic}",partition="{p}"}} {n}'
             for (topic, p), n in sorted(self.lag.items())
         ]
+        for name, values, help_text in (
+            ("held_streams", self.held_streams, "Entities (groups) whose stream is held at a gap in its versions."),
+            ("oldest_held_age_seconds", self.oldest_held_age, "How long the oldest held event has waited."),
+        ):
+            metric = f"scimsync_consumer_{name}"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+            lines += [f'{metric}{{group="{self.group}",topic="{t}"}} {v:g}' for t, v in sorted(values.items())]
         return "\n".join(lines) + "\n"
 
 

@@ -64,6 +64,7 @@ DOMAIN = Domain(
             id_column="group_id",
             snapshots=False,  # membership_changed carries only the change: a rebuild needs every event
             reset=teams.team_deleted,  # a team's history re-sent by `reconcile --fix` starts from nothing
+            held_table="workspace.held_group_events",  # a gap in a group's versions holds it (runtime/gaps.py)
         ),
     },
     # Everything in the schema is derived from the events.
@@ -73,5 +74,6 @@ DOMAIN = Domain(
         "workspace.teams",
         "workspace.team_members",
         "workspace.group_versions",
+        "workspace.held_group_events",
     ),
 )

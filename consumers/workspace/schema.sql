@@ -62,3 +62,20 @@ CREATE TABLE IF NOT EXISTS workspace.group_versions (
     version    bigint NOT NULL,
     PRIMARY KEY (tenant_id, group_id)
 );
+
+-- Group events that arrived past a gap in their group's versions (the version before them is missing: dead-lettered,
+-- or not published yet). They wait here, record as received, and the group's team stays as it was (held) until the
+-- missing version arrives; then they are applied in version order (consumers/runtime/gaps.py). Empty when healthy.
+CREATE TABLE IF NOT EXISTS workspace.held_group_events (
+    tenant_id       uuid NOT NULL,
+    group_id        uuid NOT NULL,
+    version         bigint NOT NULL,
+    value           bytea NOT NULL,
+    repair          boolean NOT NULL DEFAULT false,
+    repair_through  bigint,
+    topic           text NOT NULL,
+    partition       integer NOT NULL,
+    "offset"        bigint NOT NULL,
+    held_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, group_id, version)
+);
