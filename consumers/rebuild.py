@@ -2,16 +2,24 @@
 
 1. Refuse while the domain's consumer group has active members (another consumer would apply events into the
    tables being rebuilt), unless `--force`.
-2. Clear the projection (`Domain.projection`); the rest of the domain's schema is its own data and is kept
-   (booking: desks and bookings).
-3. Take the end offsets, reset the group's committed offsets to the earliest (or to `--since`), and consume up to
-   those end offsets with the runtime's own code: same decoding, version gate, handlers, dead letters, commits.
-   A rebuild that stops half-way leaves the offsets where it got to: `scimsync consume` finishes the job.
-4. Commit the end offsets, so the domain's consumer carries on from there.
+2. Move the group's committed offsets to the start: the earliest offset each partition still holds (or `--since`).
+   Dying here leaves the projection as it was; a consumer started then re-reads from the start and its version
+   gate skips what the projection already holds.
+3. Clear the projection (`Domain.projection`) and, in the same transaction, set the domain's rebuild marker
+   (`Domain.rebuild_marker`). The rest of the domain's schema is its own data and is kept (booking: desks and
+   bookings). While the marker is set, `scimsync consume` waits (`consumer.rebuild_pending`) instead of applying
+   the whole history into the cleared tables: running the rebuild again is the way out of a rebuild that died.
+4. Take the end offsets and consume up to them with the runtime's own code: same decoding, version gate,
+   handlers, dead letters, commits. Retention may delete the start of a partition meanwhile: the rebuild then
+   reads from the earliest offset left (never from the end) and says so in its warnings.
+5. Commit the end offsets, so the domain's consumer carries on from there, and remove the marker.
 
-Streams whose events carry the whole entity (`Stream.snapshots`, the user topic) are read twice: once for each
-key's last offset, then applying only those. Applying the history of a user instead would replay, say, a
-deactivation against bookings made after the user came back, and cancel them.
+Streams whose events carry the whole entity (`Stream.snapshots`, the user topic) are read twice: once to find
+each key's newest event, then applying only those. Applying the history of a user instead would replay, say, a
+deactivation against bookings made after the user came back, and cancel them. The newest event is the one with
+the highest version (a repair event winning a tie), not the last one in the partition: a replayed or duplicated
+older event can come after newer ones (`replay --until`, a cut-off former relay leader), and applied over the
+cleared projection it would make a leaver eligible again or bring back a deleted person.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -30,7 +39,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from consumers.runtime import logs
 from consumers.runtime.database import apply_schema, create_pool
 from consumers.runtime.deadletter import DeadLetters
-from consumers.runtime.domain import Domain
+from consumers.runtime.domain import REPAIR_HEADER, Domain
 from consumers.runtime.errors import TransientError
 from consumers.runtime.loop import ConsumerLoop
 from consumers.runtime.metrics import Metrics
@@ -67,6 +76,7 @@ class Summary:
     skipped: int = 0
     superseded: int = 0
     dead_lettered: int = 0
+    held: int = 0  # delta-stream events past a gap in their entity's versions (runtime/gaps.py): they wait
     offsets_committed: bool = True
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -158,6 +168,8 @@ async def rebuild(
         group_id=group,  # for the offsets only: partitions are assigned by hand, the group is never joined
         client_id=f"scimsync-rebuild-{domain.name}",
         enable_auto_commit=False,
+        # An offset retention deleted meanwhile is read from the earliest one left, never from the end.
+        auto_offset_reset="earliest",
         isolation_level="read_committed",
         request_timeout_ms=KAFKA_TIMEOUT_MS,
     )
@@ -165,15 +177,17 @@ async def rebuild(
         async with pool.acquire() as conn:
             await apply_schema(conn, domain.schema_sql)
             summary.kept = await _kept_tables(conn, domain)
-            await conn.execute(f"TRUNCATE {', '.join(domain.projection)}")
         await producer.start()
         await consumer.start()
         consumer.assign(partitions)
+        earliest: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
+        start = await _start_offsets(consumer, partitions, earliest, await consumer.end_offsets(partitions), since)
+        summary.offsets_committed = await _commit(consumer, start)  # before anything is cleared (step 2)
+        async with pool.acquire() as conn:
+            await _clear(conn, domain, group)
         # The end is taken after the projection was cleared: anything a --force'd running consumer applied before
         # that is below it and is applied again here.
         end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        earliest: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
-        start = await _start_offsets(consumer, partitions, earliest, end, since)
         for topic in streams:
             tps = [tp for tp in partitions if tp.topic == topic]
             summary.topics[topic] = {
@@ -192,7 +206,6 @@ async def rebuild(
                 f"--since {since.isoformat()}: the projection now holds only what events from then on say; entities "
                 "whose last event is older are missing from it"
             )
-        summary.offsets_committed = await _commit(consumer, start)
         metrics = Metrics(group=group, topics=tuple(streams))
         log = logs.get("consumers").bind(domain=domain.name, rebuild=True)
         dead_letters = DeadLetters(producer, dead_letter_topics, group)
@@ -200,19 +213,33 @@ async def rebuild(
         keep: dict[TopicPartition, set[int]] = {}
         compacted = [tp for tp in partitions if streams[tp.topic].snapshots and end[tp] > start[tp]]
         if compacted:
-            keep = await _last_offsets(consumer, compacted, start, end)
+            attributes = {topic: stream.version_attribute for topic, stream in streams.items()}
+            keep = await _last_offsets(consumer, compacted, start, end, attributes)
         superseded = await _apply(consumer, loop, partitions, start, end, keep)
         committed = await _commit(consumer, end)
         summary.offsets_committed = summary.offsets_committed and committed
         if not summary.offsets_committed and not members:
             warning(f"the offsets of {group!r} could not be committed: the consumer will re-read (and skip) events")
+        left = await consumer.beginning_offsets(partitions)
+        for topic in streams:
+            raced = [tp.partition for tp in partitions if tp.topic == topic and left[tp] > start[tp] < end[tp]]
+            if raced:
+                warning(
+                    f"{topic}: retention deleted events of partitions {raced} during the rebuild; it read on from the "
+                    "earliest offset left, so entities whose newest event was deleted are missing. Re-publish the "
+                    f"event log (`scimsync replay --topic {topic}`), then rebuild again"
+                )
+        async with pool.acquire() as conn:
+            await _finish(conn, domain, group)
         for topic, counts in metrics.by_topic.items():
             summary.topics[topic].update(
                 applied=counts["applied"],
                 skipped=counts["skipped_duplicate"] + counts["skipped_unknown_type"],
                 superseded=superseded.get(topic, 0),
                 dead_lettered=counts["dead_lettered"],
+                held=counts["held"],
             )
+            summary.held += counts["held"]
             summary.applied += counts["applied"]
             summary.skipped += counts["skipped_duplicate"] + counts["skipped_unknown_type"]
             summary.superseded += superseded.get(topic, 0)
@@ -221,8 +248,31 @@ async def rebuild(
         await consumer.stop()
         await producer.stop()
         await pool.close()
+    if summary.held:
+        warning(
+            f"{summary.held} event(s) wait past a gap in their group's versions (the version before them is not in "
+            "the topics): see `workspace.held_group_events`; `scimsync reconcile --fix` re-sends those groups' "
+            "histories"
+        )
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+async def _clear(conn: Any, domain: Domain, group: str) -> None:
+    """Clear the projection and set the rebuild marker, together (step 3)."""
+    async with conn.transaction():
+        await conn.execute(f"TRUNCATE {', '.join(domain.projection)}")
+        if domain.rebuild_marker is not None:
+            await conn.execute(
+                f"INSERT INTO {domain.rebuild_marker} (group_id) VALUES ($1) "
+                "ON CONFLICT (group_id) DO UPDATE SET started_at = now()",
+                group,
+            )
+
+
+async def _finish(conn: Any, domain: Domain, group: str) -> None:
+    if domain.rebuild_marker is not None:
+        await conn.execute(f"DELETE FROM {domain.rebuild_marker} WHERE group_id = $1", group)
 
 
 async def _kept_tables(conn: Any, domain: Domain) -> list[str]:
@@ -232,7 +282,8 @@ async def _kept_tables(conn: Any, domain: Domain) -> list[str]:
         "WHERE table_schema = ANY ($1::text[]) AND table_type = 'BASE TABLE' ORDER BY 1",
         schemas,
     )
-    return [row["name"] for row in rows if row["name"] not in domain.projection]
+    internal = (*domain.projection, domain.rebuild_marker)
+    return [row["name"] for row in rows if row["name"] not in internal]
 
 
 async def _start_offsets(
@@ -292,15 +343,36 @@ async def _last_offsets(
     partitions: list[TopicPartition],
     start: dict[TopicPartition, int],
     end: dict[TopicPartition, int],
+    attributes: dict[str, str],
 ) -> dict[TopicPartition, set[int]]:
-    """The first pass over snapshot streams: each key's last offset in the range (records without a key: all)."""
-    last: dict[TopicPartition, dict[Any, int]] = {tp: {} for tp in partitions}
+    """The first pass over snapshot streams: the offset of each key's newest event in the range.
+
+    Newest: the highest version (`attributes`: topic -> the envelope's version attribute), a repair event winning
+    a tie, then the later offset. Records without a key or a readable version are all kept (the second pass
+    dead-letters what it can't decode, as the consumer would).
+    """
+    newest: dict[TopicPartition, dict[Any, tuple[int, bool, int]]] = {tp: {} for tp in partitions}
     async for batch in _read(consumer, partitions, start, end, 10_000):
         for tp, records in batch.items():
-            latest = last[tp]
+            best = newest[tp]
             for record in records:
-                latest[record.key if record.key is not None else ("no key", record.offset)] = record.offset
-    return {tp: set(latest.values()) for tp, latest in last.items()}
+                rank = _rank(record, attributes[tp.topic])
+                if record.key is None or rank is None:
+                    best[("all", record.offset)] = (0, False, record.offset)
+                elif record.key not in best or rank > best[record.key]:
+                    best[record.key] = rank
+    return {tp: {offset for _, _, offset in best.values()} for tp, best in newest.items()}
+
+
+def _rank(record: Any, attribute: str) -> tuple[int, bool, int] | None:
+    """(version, is a repair, offset) of a record; None when its version can't be read."""
+    try:
+        version = orjson.loads(record.value)[attribute]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    if not isinstance(version, int) or isinstance(version, bool):
+        return None
+    return version, dict(record.headers or ()).get(REPAIR_HEADER) == b"1", record.offset
 
 
 async def _apply(

@@ -80,4 +80,5 @@ DOMAIN = Domain(
     schema_sql=Path(__file__).with_name("schema.sql"),
     streams={"user_topic": Stream(versions_table="booking.users", handlers=HANDLERS)},
     projection=("booking.users",),
+    rebuild_marker="booking.rebuild_pending",
 )

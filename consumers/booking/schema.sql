@@ -46,3 +46,10 @@ CREATE TABLE IF NOT EXISTS booking.bookings (
 );
 CREATE INDEX IF NOT EXISTS bookings_user ON booking.bookings (tenant_id, user_id, starts_at);
 CREATE INDEX IF NOT EXISTS bookings_desk ON booking.bookings (desk_id, starts_at) WHERE status = 'confirmed';
+
+-- Set while `scimsync rebuild booking` has cleared the projection and not finished (it dies, say, before committing its
+-- offsets). The consumer of that group waits while its row exists; run the rebuild again (consumers/rebuild.py).
+CREATE TABLE IF NOT EXISTS booking.rebuild_pending (
+    group_id    text PRIMARY KEY,
+    started_at  timestamptz NOT NULL DEFAULT now()
+);

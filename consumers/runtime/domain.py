@@ -91,6 +91,9 @@ class Domain:
     # What `scimsync rebuild` clears: the tables derived from the events only. Anything else in the domain's
     # schema is the domain's own data and is kept.
     projection: tuple[str, ...] = field(default=())
+    # schema.table (group_id text PK, started_at): set while `scimsync rebuild` has cleared the projection and not
+    # finished; the consumer waits for it to go (consumers/rebuild.py). None: the domain can't be rebuilt safely.
+    rebuild_marker: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.streams if name not in TOPIC_SETTINGS]
@@ -98,6 +101,8 @@ class Domain:
             raise ValueError(f"streams must name topic settings {TOPIC_SETTINGS}, got {sorted(self.streams)}")
         if not all(_TABLE.match(t) for t in self.projection):
             raise ValueError(f"projection tables must be schema.table, got {self.projection!r}")
+        if self.rebuild_marker is not None and not _TABLE.match(self.rebuild_marker):
+            raise ValueError(f"rebuild_marker must be schema.table, got {self.rebuild_marker!r}")
 
     @property
     def handled_types(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,8 @@ from consumers.runtime.settings import ConsumerSettings
 from consumers.runtime.topics import ensure_topics
 
 _T = TypeVar("_T")
+REBUILD_POLL_S = 2.0
+REBUILD_LOG_EVERY_S = 60.0
 
 
 class ConsumerProcess:
@@ -39,6 +42,7 @@ class ConsumerProcess:
         self._server: asyncio.Server | None = None
         self._loop: ConsumerLoop | None = None
         self._stop_requested = asyncio.Event()
+        self.rebuild_pending = False  # waiting for an unfinished `scimsync rebuild` (rebuild.py) to be run again
 
     async def start(self) -> None:
         settings = self.settings
@@ -103,7 +107,42 @@ class ConsumerProcess:
 
     async def run(self) -> None:
         assert self._loop is not None, "start() first"
-        await self._loop.run()
+        await self._wait_for_rebuild()
+        if not self._stop_requested.is_set():
+            await self._loop.run()
+
+    async def _wait_for_rebuild(self) -> None:
+        """Don't join the group while a rebuild that cleared the projection hasn't finished.
+
+        The group's offsets then point at the start of the topics (or, after a crash of an older rebuild, anywhere):
+        applying from there would replay each user's whole history into the cleared tables (an old deactivation
+        cancelling bookings made since), or leave them empty. Running the rebuild again finishes it.
+        """
+        marker = self.domain.rebuild_marker
+        if marker is None:
+            return
+        group = self.settings.group_id(self.domain.name)
+        logged = -REBUILD_LOG_EVERY_S
+        while not self._stop_requested.is_set():
+            async with self._pool.acquire() as conn:
+                started = await conn.fetchval(f"SELECT started_at FROM {marker} WHERE group_id = $1", group)
+            if started is None:
+                if self.rebuild_pending:
+                    self._log.info("consumer.rebuild_finished", group=group)
+                self.rebuild_pending = False
+                return
+            self.rebuild_pending = True
+            if time.monotonic() - logged >= REBUILD_LOG_EVERY_S:
+                logged = time.monotonic()
+                self._log.error(
+                    "consumer.rebuild_pending",
+                    group=group,
+                    rebuild_started_at=started.isoformat(),
+                    action=f"a rebuild cleared the projection and did not finish: run `scimsync rebuild "
+                    f"{self.domain.name}` again; this consumer waits until it has",
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), timeout=REBUILD_POLL_S)
 
     @property
     def stopping(self) -> bool:

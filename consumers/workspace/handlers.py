@@ -76,4 +76,5 @@ DOMAIN = Domain(
         "workspace.group_versions",
         "workspace.held_group_events",
     ),
+    rebuild_marker="workspace.rebuild_pending",
 )

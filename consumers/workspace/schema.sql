@@ -79,3 +79,10 @@ CREATE TABLE IF NOT EXISTS workspace.held_group_events (
     held_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, group_id, version)
 );
+
+-- Set while `scimsync rebuild workspace` has cleared the projection and not finished (it dies, say, before committing its
+-- offsets). The consumer of that group waits while its row exists; run the rebuild again (consumers/rebuild.py).
+CREATE TABLE IF NOT EXISTS workspace.rebuild_pending (
+    group_id    text PRIMARY KEY,
+    started_at  timestamptz NOT NULL DEFAULT now()
+);
