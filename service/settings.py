@@ -37,6 +37,7 @@ class Settings:
     # The admin console's operator API key (POST /admin/api/...); unset: that API answers 404. Never in a repr.
     operator_key: str | None = field(default=None, repr=False)
     admin_idle_minutes: int = 30
+    relay_lease_seconds: int = 10  # a vanished relay leader loses the lock after this (service/relay/lease.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +60,7 @@ class Settings:
             ),
             operator_key=env.get("SCIMSYNC_OPERATOR_KEY") or None,
             admin_idle_minutes=_int(env, "SCIMSYNC_ADMIN_IDLE_MINUTES", cls.admin_idle_minutes, minimum=1),
+            relay_lease_seconds=_int(env, "SCIMSYNC_RELAY_LEASE_SECONDS", cls.relay_lease_seconds, minimum=2),
         )
         settings.validate()
         return settings

@@ -50,10 +50,19 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
 
-    async def publish(self, batch: Sequence[StoredEvent], extra_headers: Sequence[tuple[str, bytes]] = ()) -> None:
-        """Send the batch and wait until Kafka has acknowledged all of it (acks=all); else KafkaUnavailable."""
+    async def publish(
+        self,
+        batch: Sequence[StoredEvent],
+        extra_headers: Sequence[tuple[str, bytes]] = (),
+        deadline: float | None = None,
+    ) -> None:
+        """Send the batch and wait until Kafka has acknowledged all of it (acks=all); else KafkaUnavailable.
+
+        `deadline` (event-loop time): give up then at the latest, the sends not yet done aborted (the relay's
+        lease, lease.py)."""
+        latest = asyncio.get_running_loop().time() + self._delivery_timeout
         try:
-            async with asyncio.timeout(self._delivery_timeout):
+            async with asyncio.timeout_at(latest if deadline is None else min(latest, deadline)):
                 producer = await self._started()
                 pending = [
                     await producer.send(

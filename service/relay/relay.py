@@ -2,7 +2,9 @@
 
     1. Take the relay lock (a session advisory lock) on a dedicated connection; while another relay holds
        it, retry every second. That relay's session ending (exit, crash, kill -9, lost connection)
-       releases the lock and a standby takes over.
+       releases the lock and a standby takes over. The session is a lease (lease.py): Postgres ends the
+       session of a leader that went quiet (host gone, network cut) after SCIMSYNC_RELAY_LEASE_SECONDS,
+       and the leader stops publishing before that (`relay.lease_lost`).
     2. LISTEN for the insert trigger's wake-up (sent only while the relay sleeps, see _wait_for_work);
        poll anyway every `poll_interval` seconds.
     3. Claim up to `batch_size` events in sequence order, send them all, wait for every acknowledgement,
@@ -27,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from service import logs
+from service.relay.lease import DEFAULT_LEASE_S, Lease
 from service.relay.publisher import KafkaUnavailable, Publisher
 from service.settings import Settings
 from service.store import outbox
@@ -47,10 +50,12 @@ class Relay:
         poll_interval: float = 1.0,
         lock_retry_interval: float = 1.0,
         max_backoff: float = 5.0,
+        lease_seconds: float = DEFAULT_LEASE_S,
     ) -> None:
         self._database_url = settings.database_url
         self._batch_size = batch_size
-        self._poll_interval = poll_interval
+        self._lease = Lease(lease_seconds)
+        self._poll_interval = min(poll_interval, lease_seconds / 4)  # a live leader never idles near its lease
         self._lock_retry_interval = lock_retry_interval
         self._max_backoff = max_backoff
         self._publisher = Publisher(
@@ -74,15 +79,31 @@ class Relay:
             while not self._stopping.is_set():
                 conn: Any = None
                 try:
-                    conn = await connect(self._database_url)
+                    conn = await connect(
+                        self._database_url,
+                        timeout=self._lease.seconds / 2,
+                        command_timeout=self._lease.statement_timeout_s,
+                        server_settings=self._lease.server_settings(),
+                    )
                     if await self._acquire(conn):
                         backoff.reset()
                         await self._publish(conn)
                 except _DATABASE_ERRORS as exc:
+                    if self._lease.seconds_since_answer() is not None:
+                        log.warning(
+                            "relay.lease_lost",
+                            error=type(exc).__name__,
+                            seconds_since_answer=self._lease.seconds_since_answer(),
+                            lease_seconds=self._lease.seconds,
+                        )
+                    if conn is not None:
+                        conn.terminate()  # a session that doesn't answer: no goodbye, just close the socket
+                        conn = None
                     delay = backoff.next()
                     log.warning("relay.database_unavailable", error=type(exc).__name__, retry_in=delay)
                     await self._sleep(delay)
                 finally:
+                    self._lease.forget()  # publishing only resumes once the lock is held again
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(conn.close(), 5)
@@ -94,7 +115,9 @@ class Relay:
         """Wait for the relay lock; False if asked to stop first."""
         waiting = False
         while not self._stopping.is_set():
+            began = self._lease.now()
             if await outbox.try_lock_relay(conn):
+                self._lease.answered(began)
                 log.info("relay.active", topics=sorted(self._publisher.topics.values()), batch_size=self._batch_size)
                 return True
             if not waiting:
@@ -107,9 +130,11 @@ class Relay:
         await conn.add_listener(outbox.CHANNEL, self._on_notify)
         while not self._stopping.is_set():
             self._wake.clear()  # before the claim: a wake-up during this round means "look again"
+            began = self._lease.now()
             batch = await outbox.claim_batch(conn, self._batch_size)
+            self._lease.answered(began)
             if batch:
-                if not await self._send(batch):
+                if not await self._send(conn, batch):
                     return  # stopped while Kafka was away: the batch stays unmarked
                 await outbox.mark_published(conn, [event.sequence for event in batch])
                 log.info("outbox.published", count=len(batch), last_sequence=batch[-1].sequence)
@@ -134,12 +159,19 @@ class Relay:
         finally:
             await outbox.wake_up(conn)
 
-    async def _send(self, batch: list[Any]) -> bool:
-        """Publish the batch, retrying with back-off until Kafka takes it all; False if stopped meanwhile."""
+    async def _send(self, conn: Any, batch: list[Any]) -> bool:
+        """Publish the batch, retrying with back-off until Kafka takes it all; False if stopped meanwhile.
+
+        Each attempt ends by the lease's deadline; a retry first renews the lease (a round trip to Postgres,
+        which raises if the session is gone: then this relay is no longer the leader)."""
         backoff = _Backoff(self._max_backoff)
+        first = True
         while True:
+            if not first:
+                await self._lease.renew(conn)
+            first = False
             try:
-                await self._publisher.publish(batch)
+                await self._publisher.publish(batch, deadline=self._lease.deadline())
                 return True
             except KafkaUnavailable as exc:
                 delay = backoff.next()
@@ -182,7 +214,12 @@ async def run(settings: Settings, batch_size: int = 500, replication_factor: int
     # aiokafka logs every failed reconnect (many a second while Kafka is down); the relay reports the
     # outage itself, once per retry, as relay.kafka_unavailable.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    relay = Relay(settings, batch_size=batch_size, replication_factor=replication_factor)
+    relay = Relay(
+        settings,
+        batch_size=batch_size,
+        replication_factor=replication_factor,
+        lease_seconds=settings.relay_lease_seconds,
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, relay.stop)

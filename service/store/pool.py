@@ -33,8 +33,8 @@ async def create_pool(database_url: str, min_size: int = 2, max_size: int = 20) 
     return pool
 
 
-async def connect(database_url: str) -> Any:
-    """One connection with the same codecs, for CLI commands and tests."""
-    conn = await asyncpg.connect(database_url)
+async def connect(database_url: str, **options: Any) -> Any:
+    """One connection with the same codecs, for CLI commands, the relay and tests; `options` go to asyncpg."""
+    conn = await asyncpg.connect(database_url, **options)
     await _init(conn)
     return conn

@@ -208,3 +208,22 @@ def test_cli_commands_are_standalone() -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["consume", "payroll"])
     assert set(DOMAIN_NAMES) == set(DOMAINS)
+
+
+def test_the_group_notices_a_dead_member_within_seconds() -> None:
+    default = ConsumerSettings.from_env({})
+    assert (default.session_timeout_ms, default.heartbeat_interval_ms) == (6000, 1000)
+    custom = ConsumerSettings.from_env(
+        {"SCIMSYNC_CONSUMER_SESSION_TIMEOUT_MS": "30000", "SCIMSYNC_CONSUMER_HEARTBEAT_MS": "3000"}
+    )
+    assert (custom.session_timeout_ms, custom.heartbeat_interval_ms) == (30000, 3000)
+    with pytest.raises(SettingsError, match="SCIMSYNC_CONSUMER_HEARTBEAT_MS"):
+        ConsumerSettings.from_env({"SCIMSYNC_CONSUMER_HEARTBEAT_MS": "3000"})
+
+
+def test_a_delta_stream_names_where_its_held_events_wait() -> None:
+    with pytest.raises(ValueError, match="held_table"):
+        Stream(versions_table="x.v", handlers={}, snapshots=False)
+    with pytest.raises(ValueError, match="held_table"):
+        Stream(versions_table="x.v", handlers={}, held_table="x.held")
+    assert Stream(versions_table="x.v", handlers={}, snapshots=False, held_table="x.held").held_table == "x.held"
