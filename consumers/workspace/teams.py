@@ -39,8 +39,8 @@ ON CONFLICT (tenant_id, group_id) DO UPDATE SET
     version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
 """
 
-# Only the change. Members are added only to a team that exists (it always does, after group.created, unless
-# that event was dead-lettered or lies before a `rebuild --since`); the user may be unknown to the directory.
+# Only the change. Members are added only to a team that exists (it does: a group's events apply in version order,
+# a missing one holds the group, runtime/gaps.py); the user may be unknown to the directory.
 MEMBERSHIP_CHANGED = """
 WITH team AS (
     UPDATE workspace.teams SET version = $3, updated_at = coalesce($4, now())
