@@ -140,7 +140,7 @@ async def test_a_rebuild_that_dies_before_committing_its_start_leaves_no_empty_p
             await eventually(lambda: _member_named(conn, "Later"), 30, "the later event applied")
         finally:
             await conn.close()
-    changed = ("updated_at", "given_name", "display_name", "version")  # what the later event changed
+    changed = ("updated_at", "given_name", "display_name", "manager_id", "version")  # what the later event changed
     assert _without(await tables(env, "workspace"), changed) == _without(before, changed)
 
 
