@@ -11,6 +11,7 @@ import os
 import signal
 import time
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -63,11 +64,23 @@ async def test_a_killed_consumers_partitions_are_taken_over_within_10_s(env: Con
         async def both_hold_user_partitions() -> bool:
             return all(any(p.startswith(f"{env.topic}/") for p in assigned(name)) for name in names)
 
-        await eventually(both_hold_user_partitions, 60, "both consumers to hold partitions of the user topic")
+        await eventually(both_hold_user_partitions, 120, "both consumers to hold partitions of the user topic")
         warm = [user_event("user.created", tenant, str(uuid.uuid4()), 1) for _ in range(PARTITIONS)]
         for partition, event in enumerate(warm):
             await produce(env.kafka, env.topic, [event], partition=partition)
-        await eventually(lambda: members(PARTITIONS), 30, "the first events applied")
+        await eventually(lambda: members(PARTITIONS), 60, "the first events applied")
+        # A settled group (no assignment change for 3 s, both holding user partitions): else the kill may land in
+        # a rebalance and measure that instead.
+        seen: list[Any] = [None, 0.0]
+
+        async def settled() -> bool:
+            now = ([assigned(name) for name in names], time.monotonic())
+            if now[0] != seen[0]:
+                seen[:] = now
+                return False
+            return await both_hold_user_partitions() and now[1] - seen[1] >= 3
+
+        await eventually(settled, 120, "the group to settle")
 
         victim = procs[0]
         os.kill(victim.pid, signal.SIGKILL)
