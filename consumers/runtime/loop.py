@@ -292,13 +292,15 @@ class ConsumerLoop:
         )
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
+        for tp in list(consumer.assignment()):
+            # A partition can go while we wait on another's position (the group dropped this member after a
+            # stall longer than the session timeout): aiokafka asserts on an unassigned partition; skip it.
             try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
                 position = await asyncio.wait_for(consumer.position(tp), timeout=1)
-            except (TimeoutError, IllegalStateError):
+            except (TimeoutError, IllegalStateError, AssertionError):
                 continue
             self.metrics.lag[tp.topic, tp.partition] = max(highwater - position, 0)
 

@@ -7,12 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from aiokafka import TopicPartition
 
 from consumers.cli import DOMAIN_NAMES, add_commands
 from consumers.domains import DOMAINS
 from consumers.runtime import snapshot
 from consumers.runtime.deadletter import dead_letter_headers
 from consumers.runtime.domain import Domain, Stream
+from consumers.runtime.loop import ConsumerLoop
 from consumers.runtime.metrics import Metrics
 from consumers.runtime.settings import DEFAULT_SCHEMAS_DIR, ConsumerSettings, SettingsError
 
@@ -227,3 +229,29 @@ def test_a_delta_stream_names_where_its_held_events_wait() -> None:
     with pytest.raises(ValueError, match="held_table"):
         Stream(versions_table="x.v", handlers={}, held_table="x.held")
     assert Stream(versions_table="x.v", handlers={}, snapshots=False, held_table="x.held").held_table == "x.held"
+
+
+class _RebalancingConsumer:
+    """Two partitions; while the position of one is awaited, the group takes the other away."""
+
+    def __init__(self) -> None:
+        self.assigned = {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def highwater(self, tp: TopicPartition) -> int:
+        assert tp in self.assigned, "Partition is not assigned"  # as aiokafka does
+        return 10
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.assigned = {tp}
+        return 7
+
+
+async def test_a_partition_taken_away_while_lag_is_measured_does_not_stop_the_consumer() -> None:
+    settings = ConsumerSettings()
+    metrics = Metrics(group="g", topics=("t",))
+    loop = ConsumerLoop(DOMAINS["workspace"], settings, None, None, None, metrics, None)  # type: ignore[arg-type]
+    await loop._measure_lag(_RebalancingConsumer())  # type: ignore[arg-type]
+    assert list(metrics.lag.values()) == [3]
