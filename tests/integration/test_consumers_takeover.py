@@ -83,6 +83,7 @@ async def test_a_killed_consumers_partitions_are_taken_over_within_10_s(env: Con
         await eventually(settled, 120, "the group to settle")
 
         victim = procs[0]
+        assert all(proc.poll() is None for proc in procs), "a consumer stopped before the kill (see its log)"
         os.kill(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         victim.wait()
