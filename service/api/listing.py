@@ -13,6 +13,8 @@ from service.domain.filter import Expr, parse_filter
 from service.domain.resource import project
 from service.domain.schema import LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, AttrRef, ResourceType, resolve
 
+MAX_START_INDEX = 2**63  # OFFSET startIndex - 1 must fit a bigint
+
 
 @dataclass(frozen=True)
 class ListQuery:
@@ -60,8 +62,10 @@ class ListQuery:
             if order not in ("ascending", "descending"):
                 raise InvalidValue("sortOrder must be ascending or descending")
             sort = (ref, order == "descending")
-        # RFC 7644 §3.4.2.4: startIndex < 1 means 1; a negative count means 0; we cap count.
-        start = max(1, _integer(raw.get("startindex"), "startIndex", 1))
+        # RFC 7644 §3.4.2.4 interprets paging values rather than refusing them: startIndex < 1 means 1, a
+        # negative count means 0, and we cap count. A start past the end is an empty page, so a start beyond
+        # what Postgres can OFFSET (64 bits) is clamped: same answer, no overflow.
+        start = min(max(1, _integer(raw.get("startindex"), "startIndex", 1)), MAX_START_INDEX)
         count = min(max(0, _integer(raw.get("count"), "count", max_count)), max_count)
         expr = parse_filter(text, rtype) if text and text.strip() else None
         return cls(expr, sort, start, count, attributes, excluded)
@@ -82,14 +86,19 @@ def _names(value: Any) -> list[str] | None:
 
 
 def _integer(value: Any, name: str, default: int) -> int:
+    """A paging number from the query string or a search body: any size (the caller clamps), never 1.5."""
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        raise InvalidValue(f"{name} must be an integer")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidValue(f"{name} must be an integer") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # a search body may carry 1e300: finite (orjson refuses infinities), integral
+    if isinstance(value, str):
+        try:
+            return int(value)  # ValueError too for more digits than Python converts (4,300)
+        except ValueError:
+            pass
+    raise InvalidValue(f"{name} must be an integer")
 
 
 def list_response(query: ListQuery, total: int, resources: list[dict[str, Any]], rtype: ResourceType) -> Response:

@@ -28,11 +28,15 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from service.domain.errors import InvalidFilter, InvalidPath
+from service.domain.limits import MAX_VALUE_LENGTH
 from service.domain.schema import USER_TYPE, AttrRef, ResourceType, resolve
+from service.domain.text import unstorable
 
 Value = str | int | float | bool | None
 
-MAX_LENGTH = 4096  # characters in a filter or path
+# Characters in a filter or path: room for a comparison on any value we store (domain/limits.py), even one
+# whose every character must be written as a six-character \uXXXX escape, plus 4,096 for the rest.
+MAX_LENGTH = 6 * MAX_VALUE_LENGTH + 4096
 MAX_DEPTH = 50  # nesting of (), not() and []
 MAX_TERMS = 200  # comparisons: bounds the AST depth, which evaluation and SQL compilation recurse over
 
@@ -370,10 +374,16 @@ class _Parser:
 
     def literal(self, tok: _Tok, op_tok: _Tok) -> Value:
         if tok.kind == "string":
+            # Strict JSON: a raw control character is not valid in a string (write \n, \u0001, ...).
             try:
-                value: str = json.loads(tok.text, strict=False)
+                value: str = json.loads(tok.text)
             except ValueError:
-                self.fail("invalid escape in string", tok)
+                self.fail("invalid escape or raw control character in string", tok)
+            why = unstorable(value)
+            if why is not None:
+                self.fail(f"string contains {why}", tok)
+            if len(value) > MAX_VALUE_LENGTH:
+                self.fail(f"string longer than {MAX_VALUE_LENGTH} characters (no stored value is)", tok)
             return value
         if tok.kind == "number":
             return float(tok.text) if any(c in tok.text for c in ".eE") else int(tok.text)

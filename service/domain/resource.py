@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.domain.errors import InvalidSyntax, InvalidValue
+from service.domain.limits import MAX_VALUE_LENGTH
 from service.domain.schema import COMMON, USER_TYPE, Attribute, AttrRef, ResourceType, Schema, resolve
 
 _STRING_TYPES = ("string", "reference", "binary", "dateTime")
@@ -51,6 +52,8 @@ def coerce_simple(attr: Attribute, value: Any, label: str) -> Any:
         if isinstance(value, str) and attr.closed:
             return _canonical(attr, value, label)
         if isinstance(value, str):
+            if len(value) > MAX_VALUE_LENGTH:  # one limit for every stored string: a filter can look it up
+                raise InvalidValue(f"{label} is longer than {MAX_VALUE_LENGTH} characters")
             return value
         raise InvalidValue(f"{label} must be a string, got {value!r}")
     raise InvalidValue(f"{label} must be a {attr.type}, got {value!r}")
