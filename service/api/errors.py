@@ -10,8 +10,10 @@ from service import logs
 from service.api.responses import ScimResponse
 from service.domain.errors import ScimError
 from service.domain.schema import ERROR
+from service.store.pool import UNREACHABLE
 
 log = logs.get(__name__)
+RETRY_AFTER_SECONDS = 5  # Okta and Entra retry a 503; a Postgres restart or failover takes seconds
 
 
 def error_body(status: int, detail: str, scim_type: str | None = None) -> dict[str, object]:
@@ -44,4 +46,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, detail, headers=headers)
 
 
-HANDLERS = {ScimError: scim_error, HTTPException: http_error}
+async def database_unreachable(request: Request, exc: Exception) -> Response:
+    """Postgres is away (restart, failover, network): a 503 the client retries, not a 500 that reads as our bug.
+    The tenant lookup before every SCIM call goes through here too, so a token is never refused for it."""
+    log.warning("request.database_unreachable", error=type(exc).__name__)
+    return error_response(
+        503,
+        "The database is unreachable for the moment; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+HANDLERS = {ScimError: scim_error, HTTPException: http_error, **dict.fromkeys(UNREACHABLE, database_unreachable)}

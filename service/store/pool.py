@@ -7,6 +7,19 @@ from typing import Any
 import asyncpg
 import orjson
 
+# Errors that mean "Postgres can't be reached right now" (a restart, a failover, a network cut, no free
+# connection slot), not a bug: the API answers them 503 with Retry-After (api/errors.py) and the pool
+# reconnects on its own afterwards. Any other error from Postgres stays a 500.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and "connection was closed in the middle of operation"
+    asyncpg.CannotConnectNowError,  # 57P03: the database system is starting up / shutting down
+    asyncpg.AdminShutdownError,  # 57P01: a restart terminated our session
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.TooManyConnectionsError,  # 53300
+)
+_CONNECT_TIMEOUT = 5.0  # a vanished host answers 503 within seconds instead of asyncpg's default minute
+
 
 async def _init(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
@@ -28,7 +41,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def create_pool(database_url: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init, reset=_keep_session, command_timeout=30
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init,
+        reset=_keep_session,
+        command_timeout=30,
+        timeout=_CONNECT_TIMEOUT,
     )
     return pool
 
