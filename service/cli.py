@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 import uuid
@@ -180,6 +181,10 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from service import reconcile
+    from service.relay.publisher import KafkaUnavailable
+
+    # The one line below says it when Kafka is unreachable; aiokafka's own error lines would only repeat it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     async def work(conn: Any) -> int:
         try:
@@ -188,7 +193,11 @@ async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             sys.stderr.write(f"scimsync: a projection is missing ({exc}); have the consumers started once?\n")
             return 2
         if args.fix and report.drifted:
-            await reconcile.repair(conn, settings, report)
+            try:
+                await reconcile.repair(conn, settings, report)
+            except KafkaUnavailable as exc:  # 2 = could not check or fix; 1 would claim "drift, repairs sent"
+                sys.stderr.write(f"scimsync: drift found but Kafka is unreachable, no repair was sent ({exc})\n")
+                return 2
         summary, meanings = report.summary(), reconcile.meanings()
         _print(summary)
         for name, count in summary["found"].items():
@@ -287,6 +296,13 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _log_stream(args: argparse.Namespace) -> Any:
+    """The processes that serve (api, relay) log to stdout, which their container collects; every other command
+    prints its result on stdout, so it logs to stderr and stdout carries the result alone."""
+    serving = args.command == "api" or (args.command == "relay" and getattr(args, "action", "run") == "run")
+    return sys.stdout if serving else sys.stderr
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "standalone", False):
@@ -296,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"scimsync: {exc}\n")
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, stream=_log_stream(args))
     try:
         if args.is_async:
             result: int = asyncio.run(args.run(settings, args))

@@ -1,4 +1,5 @@
-"""structlog, configured once per process: JSON lines on stdout, contextvars (request id, tenant) merged in.
+"""structlog, configured once per process: JSON lines (on stdout for the API and the relay, on stderr for commands
+that print a result), contextvars (request id, tenant) merged in.
 
 Log events are `noun.verb` with fields; never personal data (no userName, emails, tokens, bodies).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -14,7 +16,8 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info") -> None:
+def configure(level: str = "info", stream: TextIO | None = None) -> None:
+    out: BinaryIO = (stream or sys.stdout).buffer
     numeric = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[
@@ -25,7 +28,7 @@ def configure(level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
     # Libraries (uvicorn, aiokafka, asyncpg) log through the standard library: keep them quiet and on stderr.

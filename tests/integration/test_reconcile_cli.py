@@ -1,0 +1,59 @@
+"""`scimsync reconcile` as cron and alerts use it: stdout is the JSON report alone, and `--fix` that can't reach
+Kafka exits 2 ("could not") with one line on stderr, not 1 ("drift") with a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+
+from consumers.booking.handlers import DOMAIN as BOOKING
+from consumers.runtime.database import apply_schema
+from consumers.workspace.handlers import DOMAIN as WORKSPACE
+
+from .conftest import TenantInfo
+from .pgproxy import free_port
+from .test_consumers_helpers import ConsumerEnv
+
+
+async def _reconcile(env: ConsumerEnv, tenant: TenantInfo, *args: str, **environ: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "reconcile", "--tenant", tenant.id, *args,
+        env=env.environ(SCIMSYNC_LOG_LEVEL="info", **environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _drifted(env: ConsumerEnv, db: Any, scim: httpx.AsyncClient) -> None:
+    """A user no projection has seen: the consumers' tables exist, but no consumer runs."""
+    for domain in (BOOKING, WORKSPACE):
+        await apply_schema(db, domain.schema_sql)
+    assert (await scim.post("/Users", json={"userName": "unseen@example.com"})).status_code == 201
+
+
+async def test_fix_with_kafka_down_exits_2_with_one_line(
+    env: ConsumerEnv, db: Any, scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    await _drifted(env, db, scim)
+    nobody = f"127.0.0.1:{free_port()}"  # Kafka down: nothing listens there
+    code, out, err = await _reconcile(env, tenant, "--fix", KAFKA_BOOTSTRAP_SERVERS=nobody)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and out == ""
+    lines = [line for line in err.splitlines() if not line.startswith("{")]  # JSON log lines may precede it
+    assert len(lines) == 1 and lines[0].startswith("scimsync: ") and "Kafka" in lines[0], err
+
+
+async def test_stdout_carries_only_the_report_at_the_default_log_level(
+    env: ConsumerEnv, db: Any, scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    await _drifted(env, db, scim)
+    code, out, err = await _reconcile(env, tenant, "--fix")  # publishes: the publisher logs at info
+    assert code == 1, (out, err)
+    report = json.loads(out)  # the whole of stdout is one JSON document
+    assert report["drift"] is True and report["repairs_published"] == 1
+    assert '"event":"kafka.connected"' in err  # the logs went to stderr
