@@ -38,6 +38,8 @@ class Settings:
     operator_key: str | None = field(default=None, repr=False)
     admin_idle_minutes: int = 30
     relay_lease_seconds: int = 10  # a vanished relay leader loses the lock after this (service/relay/lease.py)
+    audit_retention_days: int = 30
+    audit_max_pending: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +63,8 @@ class Settings:
             operator_key=env.get("SCIMSYNC_OPERATOR_KEY") or None,
             admin_idle_minutes=_int(env, "SCIMSYNC_ADMIN_IDLE_MINUTES", cls.admin_idle_minutes, minimum=1),
             relay_lease_seconds=_int(env, "SCIMSYNC_RELAY_LEASE_SECONDS", cls.relay_lease_seconds, minimum=2),
+            audit_retention_days=_int(env, "SCIMSYNC_AUDIT_RETENTION_DAYS", cls.audit_retention_days, minimum=1),
+            audit_max_pending=_int(env, "SCIMSYNC_AUDIT_MAX_PENDING", cls.audit_max_pending, minimum=1),
         )
         settings.validate()
         return settings

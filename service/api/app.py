@@ -49,7 +49,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         deps.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         deps.tenants = TenantDirectory(deps.pool)
-        deps.audit = AuditLog(deps.pool)
+        deps.audit = AuditLog(
+            deps.pool, retention_days=settings.audit_retention_days, max_pending=settings.audit_max_pending
+        )
         deps.kafka = readiness.KafkaProbe(settings.kafka_bootstrap_servers)
         await deps.tenants.start()
         await deps.audit.start()

@@ -42,3 +42,12 @@ def test_the_database_password_never_appears_in_the_error() -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"DATABASE_URL": "postgresql://user:s3cret@/db"})
     assert "s3cret" not in str(raised.value)
+
+
+def test_audit_retention_and_buffer() -> None:
+    assert Settings.from_env({}).audit_retention_days == 30
+    assert Settings.from_env({"SCIMSYNC_AUDIT_RETENTION_DAYS": "7"}).audit_retention_days == 7
+    with pytest.raises(SettingsError, match="SCIMSYNC_AUDIT_RETENTION_DAYS"):
+        Settings.from_env({"SCIMSYNC_AUDIT_RETENTION_DAYS": "0"})
+    with pytest.raises(SettingsError, match="SCIMSYNC_AUDIT_MAX_PENDING"):
+        Settings.from_env({"SCIMSYNC_AUDIT_MAX_PENDING": "x"})
