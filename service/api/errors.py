@@ -10,7 +10,7 @@ from service import logs
 from service.api.responses import ScimResponse
 from service.domain.errors import ScimError
 from service.domain.schema import ERROR
-from service.store.pool import UNREACHABLE
+from service.store.pool import DATABASE_ERRORS, unreachable
 
 log = logs.get(__name__)
 RETRY_AFTER_SECONDS = 5  # Okta and Entra retry a 503; a Postgres restart or failover takes seconds
@@ -46,9 +46,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, detail, headers=headers)
 
 
-async def database_unreachable(request: Request, exc: Exception) -> Response:
+async def database_error(request: Request, exc: Exception) -> Response:
     """Postgres is away (restart, failover, network): a 503 the client retries, not a 500 that reads as our bug.
-    The tenant lookup before every SCIM call goes through here too, so a token is never refused for it."""
+    The tenant lookup before every SCIM call goes through here too, so a token is never refused for it.
+    Any other database error is a bug: re-raised, it becomes the last-resort 500 (api/middleware.py)."""
+    if not unreachable(exc):
+        raise exc
     log.warning("request.database_unreachable", error=type(exc).__name__)
     return error_response(
         503,
@@ -57,4 +60,4 @@ async def database_unreachable(request: Request, exc: Exception) -> Response:
     )
 
 
-HANDLERS = {ScimError: scim_error, HTTPException: http_error, **dict.fromkeys(UNREACHABLE, database_unreachable)}
+HANDLERS = {ScimError: scim_error, HTTPException: http_error, **dict.fromkeys(DATABASE_ERRORS, database_error)}

@@ -18,7 +18,23 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     asyncpg.CrashShutdownError,  # 57P02
     asyncpg.TooManyConnectionsError,  # 53300
 )
+# What the API's error renderer looks at: every error a database call can raise. `unreachable` tells which.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _CONNECT_TIMEOUT = 5.0  # a vanished host answers 503 within seconds instead of asyncpg's default minute
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when `exc` is, or was raised while handling, an UNREACHABLE error. A transaction cut by a restart ends
+    in asyncpg's InterfaceError ("the underlying connection is closed") from its exit, raised while handling the
+    real cause: the cause decides, not the message."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain is short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, UNREACHABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _init(conn: asyncpg.Connection) -> None:

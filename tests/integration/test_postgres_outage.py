@@ -7,6 +7,7 @@ restores: the shared Postgres never stops.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -114,3 +115,39 @@ async def test_postgres_away_is_503_with_retry_after_and_the_api_recovers(
         assert (await scim.get(f"/Groups/{group['id']}")).status_code == 200
         assert (await cold_scim.post("/Users", json={"userName": "new@example.com"})).status_code == 201
     assert await db.fetchval("SELECT count(*) FROM users WHERE tenant_id = $1", uuid.UUID(known.id)) == 1
+
+
+async def test_a_transaction_cut_midway_is_503_and_leaves_nothing_half_written(
+    proxied_api: ProxiedApi, db: Any
+) -> None:
+    tenant, token = await tenants.create(db, "outage-midway")
+    await db.execute(
+        """CREATE OR REPLACE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$"""
+    )
+    await db.execute(
+        "CREATE TRIGGER test_slow BEFORE UPDATE ON users FOR EACH ROW"
+        " WHEN (NEW.resource ->> 'title' = 'slow') EXECUTE FUNCTION test_slow()"
+    )
+    base = f"{proxied_api.url}/scim/v2/{tenant.id}"
+    try:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as scim:
+            user = (await scim.post("/Users", json={"userName": "midway@example.com"})).json()
+            patch = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "slow"}]}
+            pending = asyncio.create_task(scim.patch(f"/Users/{user['id']}", json=patch))
+            started = time.monotonic()
+            while not await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'"
+            ):
+                assert time.monotonic() - started < 5, "the PATCH never reached its UPDATE"
+                await asyncio.sleep(0.01)
+            await proxied_api.proxy.cut("refuse")  # Postgres vanishes in the middle of the transaction
+            assert_unavailable(await pending)
+            await proxied_api.proxy.restore()
+            await _poll_until_ok(scim, f"/Users/{user['id']}")
+            after = (await scim.get(f"/Users/{user['id']}")).json()
+            assert after["meta"]["version"] == 'W/"1"' and "title" not in after
+    finally:
+        await db.execute("DROP TRIGGER IF EXISTS test_slow ON users")
+    events = await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", uuid.UUID(tenant.id))
+    assert events == 1  # the create only
