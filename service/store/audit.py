@@ -22,7 +22,7 @@ import asyncpg
 
 from service import logs
 from service.domain.text import first_unstorable, unstorable
-from service.store.pool import UNREACHABLE
+from service.store.pool import unreachable
 
 log = logs.get(__name__)
 _COLUMNS = ["at", "tenant_id", "method", "path", "status", "request_id", "duration_ms"]
@@ -143,7 +143,7 @@ class AuditLog:
         try:
             await self._pool.copy_records_to_table("scim_requests", records=batch, columns=_DETAIL_COLUMNS)
         except Exception as exc:  # whatever it is, the loop must go on: retry or drop, never die
-            if isinstance(exc, UNREACHABLE):  # the rows wait for Postgres to come back
+            if unreachable(exc):  # the rows wait for Postgres to come back
                 log.warning("audit.flush_failed", rows=len(batch), error=type(exc).__name__)
                 self._pending = batch + self._pending
                 return
@@ -185,7 +185,7 @@ class AuditLog:
             await self.prune()
             await forget_old_bodies(self._pool)
         except Exception as exc:
-            if not isinstance(exc, (*UNREACHABLE, asyncpg.PostgresError)):
+            if not unreachable(exc) and not isinstance(exc, asyncpg.PostgresError):
                 raise
             log.warning("audit.housekeeping_failed", error=type(exc).__name__)
             return 60.0

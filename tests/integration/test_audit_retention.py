@@ -86,3 +86,22 @@ async def test_dropped_audit_rows_are_counted_and_logged(database_url: str, stac
             await proxy.restore()
     finally:
         await proxy.stop()
+
+
+async def test_a_request_postgres_cannot_store_does_not_stop_the_audit_log(
+    api_url: str, db: Any, scim: httpx.AsyncClient
+) -> None:
+    # A NUL in the URL path reaches the audit row; Postgres refuses NUL in text. Once, that failed every later
+    # flush of the process: its audit log stopped for good.
+    assert (await scim.get("/Users/%00", headers={"X-Request-Id": "poison-1"})).status_code == 404
+    assert (await scim.get("/Users", headers={"X-Request-Id": "after-poison-1"})).status_code == 200
+
+    async def audited() -> bool:
+        rows = await db.fetch(
+            "SELECT request_id, path FROM scim_requests WHERE request_id IN ('poison-1', 'after-poison-1')"
+        )
+        return {r["request_id"] for r in rows} == {"poison-1", "after-poison-1"}
+
+    await _eventually(audited, 5)
+    path = await db.fetchval("SELECT path FROM scim_requests WHERE request_id = 'poison-1'")
+    assert path.endswith("/Users/%00")

@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from service.api import metrics
 from service.settings import LOCAL_KAFKA
 from service.store import outbox
+from service.store.audit import AuditLog
 from service.store.pool import connect, create_pool
 
 from .topics import Record, TopicReader, read_topic
@@ -531,7 +532,7 @@ async def test_two_relays_never_publish_together_and_the_standby_takes_over(
 async def test_metrics_report_the_relay_lag(db: Any, database_url: str) -> None:
     pool = await create_pool(database_url, 1, 2)
     app = Starlette(routes=metrics.routes)
-    app.state.deps = type("Deps", (), {"pool": pool})()
+    app.state.deps = type("Deps", (), {"pool": pool, "audit": AuditLog(pool)})()
     try:
         await fill_outbox(db, uuid.uuid4(), users=3, versions=2)  # no relay runs: these wait
         await asyncio.sleep(0.05)
