@@ -21,7 +21,7 @@ from .test_scim_protocol import ERROR, PATCH_OP
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 BOUNDED = settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
