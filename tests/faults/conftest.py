@@ -53,16 +53,20 @@ async def template(private_stack: PrivateStack) -> AsyncIterator[str]:
         for row in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'faults%'"):
             await admin.execute(f'DROP DATABASE "{row["datname"]}" WITH (FORCE)')  # left by an interrupted run
         await admin.execute(f'CREATE DATABASE "{TEMPLATE}"')
-        conn = await connect(private_stack.database_url(TEMPLATE))
-        try:
-            await migrator.migrate(conn)
-            for domain in DOMAINS.values():
-                await apply_schema(conn, domain.schema_sql)
-        finally:
-            await conn.close()
-        yield TEMPLATE
     finally:
+        await admin.close()
+    conn = await connect(private_stack.database_url(TEMPLATE))
+    try:
+        await migrator.migrate(conn)
+        for domain in DOMAINS.values():
+            await apply_schema(conn, domain.schema_sql)
+    finally:
+        await conn.close()
+    yield TEMPLATE
+    admin = await connect(private_stack.admin_url)  # a new session: the tests restart Postgres
+    try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+    finally:
         await admin.close()
 
 
