@@ -6,7 +6,7 @@ STACK := deploy/local/stack
 export DATABASE_URL ?= postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync
 export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:59092
 
-.PHONY: install run test unit faults lint bench stack-up stack-down stack-status migrate clean
+.PHONY: install run test unit faults faults-down lint bench stack-up stack-down stack-status migrate clean
 
 install: $(BIN)/.installed
 
@@ -54,7 +54,10 @@ bench: install stack-up
 	@command -v wrk >/dev/null || (echo "make bench needs wrk: apt-get install wrk" >&2; exit 1)
 	$(BIN)/python -m bench $(BENCH)
 
-clean: stack-down
+## faults-down: stop the fault suite's private stack (the suite stops it itself; this is for an interrupted run).
+faults-down:
 	SCIMSYNC_STACK_DIR=deploy/local/.state/faults PGPORT_LOCAL=56432 KAFKA_PORT_LOCAL=60092 \
 		KAFKA_CONTROLLER_PORT_LOCAL=60093 $(STACK) down
+
+clean: stack-down faults-down
 	rm -rf $(VENV) deploy/local/.state

@@ -87,7 +87,7 @@ class Load:
     def writes(self) -> int:
         return self._started
 
-    async def wait_for_writes(self, count: int, within: float = 30) -> None:
+    async def wait_for_writes(self, count: int, within: float = 90) -> None:
         """Until at least `count` writes have been started (pacing the test on the load, not on a clock)."""
         deadline = time.monotonic() + within
         while self._started < count:
