@@ -105,6 +105,7 @@ class Pipeline:
     async def close(self) -> None:
         for process in reversed(self.processes):
             process.stop(timeout=15)
+        await self.stack.up()  # a test that failed mid-fault leaves Kafka or Postgres down: the next one needs them
         with contextlib.suppress(Exception):  # best effort: the private stack is stopped after the suite anyway
             admin = await connect(self.stack.admin_url)
             try:

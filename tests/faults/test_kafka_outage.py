@@ -35,7 +35,8 @@ async def test_kafka_stopped_20s_under_load_delays_events_but_loses_none(pipelin
     # Not every write makes an event (a join of a member, a deactivation of a leaver change nothing).
     assert lag.unpublished >= writes_during // 3 and lag.oldest_age_seconds >= OUTAGE_S - 5, lag
     slowest = max(o.answered - o.sent for o in during)
-    assert slowest < 2.0, f"a SCIM write took {slowest:.1f} s while Kafka was down"
+    # The API never waits for Kafka: a write that did would take the whole outage. (5 s: a busy 2-core machine.)
+    assert slowest < 5.0, f"a SCIM write took {slowest:.1f} s while Kafka was down"
 
     up_took = await pipeline.stack.up("kafka")
     back = time.monotonic()
