@@ -62,7 +62,8 @@ class Load:
         self._started = 0
         self._serial = 0
         self._task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=self.concurrency + 2))
+        # 30 s, as patient as an identity provider: "no answer" then means stuck, not a slow moment of a busy machine.
+        self._client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=self.concurrency + 2))
 
     async def start(self) -> Load:
         for tenant in self.tenants:
@@ -174,4 +175,5 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "500": statuses.get(500, 0),
         "503": statuses.get(503, 0),
         "no_answer": statuses.get(0, 0),
+        "slowest_answer_s": round(max((o.answered - o.sent for o in outcomes), default=0.0), 2),
     }
