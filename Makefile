@@ -6,7 +6,7 @@ STACK := deploy/local/stack
 export DATABASE_URL ?= postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync
 export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:59092
 
-.PHONY: install run test unit lint bench stack-up stack-down stack-status migrate clean
+.PHONY: install run test unit faults faults-down lint bench stack-up stack-down stack-status migrate clean
 
 install: $(BIN)/.installed
 
@@ -31,9 +31,13 @@ migrate: install stack-up
 run: install stack-up migrate
 	deploy/local/run
 
-## test: the whole suite against the real Postgres and Kafka of the local stack.
+## test: the whole suite against the real Postgres and Kafka of the local stack (tests/faults brings its own).
 test: install stack-up
 	$(BIN)/pytest
+
+## faults: only the fault suite; it starts (and stops) its own Postgres + Kafka on ports 56432/60092/60093.
+faults: install
+	$(BIN)/pytest tests/faults
 
 ## unit: the pure tests only (no I/O, seconds).
 unit: install
@@ -50,5 +54,10 @@ bench: install stack-up
 	@command -v wrk >/dev/null || (echo "make bench needs wrk: apt-get install wrk" >&2; exit 1)
 	$(BIN)/python -m bench $(BENCH)
 
-clean: stack-down
+## faults-down: stop the fault suite's private stack (the suite stops it itself; this is for an interrupted run).
+faults-down:
+	SCIMSYNC_STACK_DIR=deploy/local/.state/faults PGPORT_LOCAL=56432 KAFKA_PORT_LOCAL=60092 \
+		KAFKA_CONTROLLER_PORT_LOCAL=60093 $(STACK) down
+
+clean: stack-down faults-down
 	rm -rf $(VENV) deploy/local/.state
