@@ -87,6 +87,7 @@ def _admin(settings: ConsumerSettings) -> AIOKafkaAdminClient:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="scimsync-rebuild",
         request_timeout_ms=KAFKA_TIMEOUT_MS,
+        **settings.kafka.client_options(),
     )
 
 
@@ -152,6 +153,7 @@ async def rebuild(
         [*dead_letter_topics, *dead_letter_topics.values()],
         settings.topic_partitions,
         settings.topic_replication,
+        settings.kafka.client_options(),
     )
     partitions = await _partitions(settings, list(streams))
     registry = SchemaRegistry.load(settings.schemas_dir, settings.schema_engine)
@@ -162,6 +164,7 @@ async def rebuild(
         enable_idempotence=True,
         acks="all",
         request_timeout_ms=KAFKA_TIMEOUT_MS,
+        **settings.kafka.client_options(),
     )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -172,6 +175,7 @@ async def rebuild(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         request_timeout_ms=KAFKA_TIMEOUT_MS,
+        **settings.kafka.client_options(),
     )
     try:
         async with pool.acquire() as conn:

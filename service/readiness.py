@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
@@ -23,14 +25,17 @@ async def postgres(pool: asyncpg.Pool) -> str | None:
 class KafkaProbe:
     """Keeps one admin client; a probe is a metadata request. Reconnects after a failure."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, security: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})
         self._admin: AIOKafkaAdminClient | None = None
 
     async def check(self) -> str | None:
         try:
             if self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=int(_TIMEOUT * 1000))
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self._bootstrap, request_timeout_ms=int(_TIMEOUT * 1000), **self._security
+                )
                 await asyncio.wait_for(admin.start(), _TIMEOUT)
                 self._admin = admin
             await asyncio.wait_for(self._admin.describe_cluster(), _TIMEOUT)

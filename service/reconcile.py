@@ -182,7 +182,12 @@ async def repair(conn: Any, settings: Settings, report: Report) -> None:
     histories = await outbox.histories(conn, "group", groups)
     found = {e.subject for e in latest} | set(histories)
     report.unfixable = [i for _, i in users + groups if i not in found]
-    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topics(), settings.topic_partitions)
+    publisher = Publisher(
+        settings.kafka_bootstrap_servers,
+        settings.topics(),
+        settings.topic_partitions,
+        security=settings.kafka.client_options(),
+    )
     try:
         if latest:
             await publisher.publish(latest, extra_headers=[REPAIR_HEADER])

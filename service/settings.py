@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from consumers.runtime.kafka_security import KafkaSecurity, KafkaSecurityError
+
 LOCAL_DATABASE_URL = "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync"
 LOCAL_KAFKA = "127.0.0.1:59092"
 
@@ -40,6 +42,15 @@ class Settings:
     relay_lease_seconds: int = 10  # a vanished relay leader loses the lock after this (service/relay/lease.py)
     audit_retention_days: int = 30
     audit_max_pending: int = 100_000
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)  # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
+    log_format: str = "auto"  # auto: human-readable on a terminal, JSON lines otherwise
+    metrics_port: int = 0  # 0: /metrics on the API's own port; else only on this port
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str = ""  # set: /metrics wants `Authorization: Bearer <token>`
+    metrics_tenant_label: bool = False  # opt-in: latency by tenant too (one series set per tenant)
+    metrics_refresh_seconds: float = 5.0  # how often the API refreshes its gauges from Postgres and Kafka
+    rate_limit_per_second: float = 100.0  # per tenant and API process; 0 switches the limit off
+    rate_limit_burst: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +76,15 @@ class Settings:
             relay_lease_seconds=_int(env, "SCIMSYNC_RELAY_LEASE_SECONDS", cls.relay_lease_seconds, minimum=2),
             audit_retention_days=_int(env, "SCIMSYNC_AUDIT_RETENTION_DAYS", cls.audit_retention_days, minimum=1),
             audit_max_pending=_int(env, "SCIMSYNC_AUDIT_MAX_PENDING", cls.audit_max_pending, minimum=1),
+            kafka=_kafka(env),
+            log_format=env.get("SCIMSYNC_LOG_FORMAT", cls.log_format).lower(),
+            metrics_port=_int(env, "SCIMSYNC_METRICS_PORT", cls.metrics_port, minimum=0),
+            metrics_host=env.get("SCIMSYNC_METRICS_HOST", cls.metrics_host),
+            metrics_token=env.get("SCIMSYNC_METRICS_TOKEN", cls.metrics_token),
+            metrics_tenant_label=_bool(env, "SCIMSYNC_METRICS_TENANT_LABEL", cls.metrics_tenant_label),
+            metrics_refresh_seconds=_int(env, "SCIMSYNC_METRICS_REFRESH_MS", 5000, minimum=100) / 1000,
+            rate_limit_per_second=_float(env, "SCIMSYNC_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second),
+            rate_limit_burst=_int(env, "SCIMSYNC_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
         )
         settings.validate()
         return settings
@@ -84,6 +104,10 @@ class Settings:
             raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
         if self.operator_key is not None and len(self.operator_key) < 32:
             raise SettingsError("SCIMSYNC_OPERATOR_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError(f"SCIMSYNC_LOG_FORMAT must be auto|json|console, got {self.log_format!r}")
+        if self.metrics_port > 65535:
+            raise SettingsError(f"SCIMSYNC_METRICS_PORT must be a port number, got {self.metrics_port}")
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SCIMSYNC_DB_POOL_MIN must not exceed SCIMSYNC_DB_POOL_MAX")
 
@@ -111,6 +135,35 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise SettingsError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
+def _kafka(env: Mapping[str, str]) -> KafkaSecurity:
+    try:
+        return KafkaSecurity.from_env(env)
+    except KafkaSecurityError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _redact(settings: Settings) -> str:

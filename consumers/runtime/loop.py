@@ -74,6 +74,7 @@ class ConsumerLoop:
             isolation_level="read_committed",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            **self.settings.kafka.client_options(),
         )
         consumer.subscribe(list(self.streams), listener=_Rebalance(self))
         await consumer.start()

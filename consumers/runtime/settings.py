@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from consumers.runtime.kafka_security import KafkaSecurity, KafkaSecurityError
+
 LOCAL_DATABASE_URL = "postgresql://scimsync:scimsync@127.0.0.1:55432/scimsync"
 LOCAL_KAFKA = "127.0.0.1:59092"
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "events"
@@ -34,6 +36,9 @@ class ConsumerSettings:
     topic_replication: int = 1
     group_prefix: str = ""  # consumer group = prefix + domain name ("booking", "workspace")
     metrics_port: int = 0  # 0: no /metrics endpoint
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a pod, so Prometheus can scrape it
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)  # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
+    log_format: str = "auto"  # auto: human-readable on a terminal, JSON lines otherwise
     log_level: str = "info"
     batch_size: int = 1000  # records per getmany() round, across partitions
     max_attempts: int = 3  # a handler failing this many times sends the event to the DLQ
@@ -81,6 +86,9 @@ class ConsumerSettings:
             topic_replication=_int(env, "SCIMSYNC_TOPIC_REPLICATION", cls.topic_replication, minimum=1),
             group_prefix=env.get("SCIMSYNC_CONSUMER_GROUP_PREFIX", cls.group_prefix),
             metrics_port=_int(env, "SCIMSYNC_CONSUMER_METRICS_PORT", cls.metrics_port, minimum=0),
+            metrics_host=env.get("SCIMSYNC_METRICS_HOST", cls.metrics_host),
+            kafka=_kafka(env),
+            log_format=env.get("SCIMSYNC_LOG_FORMAT", cls.log_format).lower(),
             log_level=env.get("SCIMSYNC_LOG_LEVEL", cls.log_level).lower(),
             batch_size=_int(env, "SCIMSYNC_CONSUMER_BATCH_SIZE", cls.batch_size, minimum=1),
             max_attempts=_int(env, "SCIMSYNC_CONSUMER_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
@@ -117,6 +125,15 @@ class ConsumerSettings:
             )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"SCIMSYNC_LOG_LEVEL must be debug|info|warning|error, got {self.log_level!r}")
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError(f"SCIMSYNC_LOG_FORMAT must be auto|json|console, got {self.log_format!r}")
+
+
+def _kafka(env: Mapping[str, str]) -> KafkaSecurity:
+    try:
+        return KafkaSecurity.from_env(env)
+    except KafkaSecurityError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:

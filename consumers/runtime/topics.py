@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -12,9 +15,17 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 TOPIC_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000), "segment.ms": str(24 * 3600 * 1000)}
 
 
-async def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, replication: int) -> list[str]:
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: list[str],
+    partitions: int,
+    replication: int,
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Create the topics that don't exist yet; return those this call created. Existing topics are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-consumer-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="scimsync-consumer-admin", **(security or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

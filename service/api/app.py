@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> Starlette:
         deps.audit = AuditLog(
             deps.pool, retention_days=settings.audit_retention_days, max_pending=settings.audit_max_pending
         )
-        deps.kafka = readiness.KafkaProbe(settings.kafka_bootstrap_servers)
+        deps.kafka = readiness.KafkaProbe(settings.kafka_bootstrap_servers, settings.kafka.client_options())
         await deps.tenants.start()
         await deps.audit.start()
         # Everything allocated so far lives as long as the process: keep it out of the collector's scans, and

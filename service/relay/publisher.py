@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -40,6 +41,7 @@ class Publisher:
         replication_factor: int = 1,
         linger_ms: int = 5,
         delivery_timeout: float = 10.0,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.topics = topics  # aggregate ("user", "group") → topic
         self._bootstrap = bootstrap_servers
@@ -47,6 +49,7 @@ class Publisher:
         self._replication = replication_factor
         self._linger_ms = linger_ms
         self._delivery_timeout = delivery_timeout
+        self._security = dict(security or {})  # TLS/SASL options (Settings.kafka.client_options())
         self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
 
@@ -107,7 +110,7 @@ class Publisher:
             return self._producer
         if not self._topic_ready:
             for topic in self.topics.values():
-                await ensure_topic(self._bootstrap, topic, self._partitions, self._replication)
+                await ensure_topic(self._bootstrap, topic, self._partitions, self._replication, self._security)
             self._topic_ready = True
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -117,6 +120,7 @@ class Publisher:
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
             request_timeout_ms=int(self._delivery_timeout * 1000),
+            **self._security,
         )
         try:
             await producer.start()
@@ -134,9 +138,15 @@ class Publisher:
 TOPIC_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000), "segment.ms": str(24 * 3600 * 1000)}
 
 
-async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, replication_factor: int) -> bool:
+async def ensure_topic(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    security: Mapping[str, Any] | None = None,
+) -> bool:
     """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-relay")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-relay", **(security or {}))
     await admin.start()
     try:
         response = await admin.create_topics(

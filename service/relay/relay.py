@@ -63,6 +63,7 @@ class Relay:
             settings.topics(),
             settings.topic_partitions,
             replication_factor,
+            security=settings.kafka.client_options(),
         )
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()

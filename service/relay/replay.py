@@ -42,7 +42,13 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
     publisher = (
         None
         if options.dry_run
-        else Publisher(settings.kafka_bootstrap_servers, topics, settings.topic_partitions, options.replication_factor)
+        else Publisher(
+            settings.kafka_bootstrap_servers,
+            topics,
+            settings.topic_partitions,
+            options.replication_factor,
+            security=settings.kafka.client_options(),
+        )
     )
     progress = _Progress(await outbox.count_selected(conn, options.selection), enabled=sys.stderr.isatty())
     types: Counter[str] = Counter()
