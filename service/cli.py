@@ -71,6 +71,10 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: Any) -> int:
+        if args.check:  # a Kubernetes init container: wait (fail, be retried) until the migration Job ran
+            waiting = await migrator.pending(conn)
+            _print({"pending": waiting})
+            return 1 if waiting else 0
         applied = await migrator.migrate(conn)
         _print({"applied": applied})
         return 0
@@ -244,7 +248,9 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="processes serving the API (default 1)")
     api.set_defaults(run=cmd_api, is_async=False)
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate, is_async=True)
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--check", action="store_true", help="apply nothing; exit 1 while migrations are pending")
+    mig.set_defaults(run=cmd_migrate, is_async=True)
 
     ten = sub.add_parser("tenants", help="manage tenants (Admin > User provisioning)")
     ten_sub = ten.add_subparsers(dest="action", required=True)

@@ -19,6 +19,13 @@ def available() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text()) for name in names]
 
 
+async def pending(conn: asyncpg.Connection) -> list[str]:
+    """Names of the shipped migrations not applied yet (all of them on an empty database)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")} if exists else set()
+    return [name for name, _ in available() if name not in done]
+
+
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply what isn't applied yet; return the names applied now (empty when up to date)."""
     await conn.execute(
