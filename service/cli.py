@@ -52,6 +52,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from service.api.app import create_app
 
+    if args.workers > 1 and settings.metrics_port:
+        sys.stderr.write("scimsync: SCIMSYNC_METRICS_PORT needs --workers 1 (scale with processes or pods)\n")
+        return 2
     # More than one worker needs an import string: each worker process builds its app from the env.
     app: Any = "service.api.app:app_from_env" if args.workers > 1 else create_app(settings)
     uvicorn.run(

@@ -39,7 +39,9 @@ class KafkaSecurity:
     ssl_keyfile: str = ""
 
     def __repr__(self) -> str:  # never print the password
-        return f"KafkaSecurity({self.security_protocol}, {self.sasl_mechanism or '-'}, user={self.sasl_plain_username!r})"
+        return (
+            f"KafkaSecurity({self.security_protocol}, {self.sasl_mechanism or '-'}, user={self.sasl_plain_username!r})"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSecurity:

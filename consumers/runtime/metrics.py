@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 COUNTERS = {
@@ -77,15 +78,18 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-async def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> asyncio.Server:
-    """Serve `GET /metrics` until the returned server is closed."""
+async def serve(render: Callable[[], str], port: int, host: str = "127.0.0.1") -> asyncio.Server:
+    """Serve `GET /metrics` (the text `render()` returns) until the returned server is closed.
+
+    The API serves its own metrics with this too, on its internal metrics port (SCIMSYNC_METRICS_PORT).
+    """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
             method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             if method == "GET" and path.split("?", 1)[0] == "/metrics":
-                status, body, ctype = "200 OK", metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+                status, body, ctype = "200 OK", render().encode(), "text/plain; version=0.0.4; charset=utf-8"
             else:
                 status, body, ctype = "404 Not Found", b"not found\n", "text/plain; charset=utf-8"
             writer.write(

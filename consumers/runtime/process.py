@@ -70,7 +70,7 @@ class ConsumerProcess:
             await apply_schema(conn, self.domain.schema_sql)
         self._producer = await self._patiently("kafka", self._start_producer)
         if settings.metrics_port:
-            self._server = await serve(self.metrics, settings.metrics_port, settings.metrics_host)
+            self._server = await serve(self.metrics.render, settings.metrics_port, settings.metrics_host)
             self.metrics_port = self._server.sockets[0].getsockname()[1]
             self._log.info("metrics.serving", port=self.metrics_port)
         dead_letters = DeadLetters(self._producer, self.topics, settings.group_id(self.domain.name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,10 +14,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
+from consumers.runtime.metrics import serve as serve_metrics
 from service import logs, readiness
 from service.admin.routes import mount as admin_mount
-from service.api import bulk, discovery, groups, health, metrics, root_search, users
+from service.api import bulk, discovery, groups, health, metrics, prometheus, root_search, users
 from service.api.errors import HANDLERS
+from service.api.gauges import GaugeRefresher
 from service.api.middleware import RequestContext, TenantAuth
 from service.api.negotiation import ContentNegotiation
 from service.settings import Settings
@@ -36,6 +39,7 @@ class Dependencies:
     tenants: Any = None
     audit: Any = None
     kafka: Any = field(default=None)
+    metrics: prometheus.ApiMetrics = field(default_factory=prometheus.ApiMetrics)
 
     async def readiness(self) -> dict[str, str | None]:
         db, kafka = await asyncio.gather(readiness.postgres(self.pool), self.kafka.check())
@@ -43,7 +47,7 @@ class Dependencies:
 
 
 def create_app(settings: Settings) -> Starlette:
-    deps = Dependencies(settings)
+    deps = Dependencies(settings, metrics=prometheus.ApiMetrics(tenant_label=settings.metrics_tenant_label))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,6 +59,12 @@ def create_app(settings: Settings) -> Starlette:
         deps.kafka = readiness.KafkaProbe(settings.kafka_bootstrap_servers, settings.kafka.client_options())
         await deps.tenants.start()
         await deps.audit.start()
+        gauges = GaugeRefresher(deps.metrics, deps.readiness, deps.pool, settings.metrics_refresh_seconds)
+        await gauges.start()
+        metrics_server = None
+        if settings.metrics_port:  # Prometheus scrapes this internal port; the public one has no /metrics
+            render = lambda: deps.metrics.render(time.monotonic())  # noqa: E731
+            metrics_server = await serve_metrics(render, settings.metrics_port, settings.metrics_host)
         # Everything allocated so far lives as long as the process: keep it out of the collector's scans, and
         # collect the young generation less often. Full collections were the API's worst latency spikes.
         gc.collect()
@@ -64,6 +74,9 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
+            await gauges.stop()
             await deps.audit.stop()
             await deps.tenants.stop()
             await deps.kafka.close()

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import structlog
 from starlette.datastructures import Headers
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs
@@ -17,6 +18,7 @@ from service.api.errors import error_response
 from service.domain.redaction import redacted_body
 
 log = logs.get("scimsync.access")
+_SCIM_PREFIX = "/scim/v2/{tenant_id}"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -75,10 +77,16 @@ class RequestContext:
             if not started_response:
                 await error_response(500, "Internal server error; quote the X-Request-Id")(scope, receive, send_with_id)
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            elapsed_ms = elapsed * 1000
             path = scope["path"]
+            route = route_template(scope)
+            if route != "/metrics":
+                self.deps.metrics.observe_request(route, scope["method"], status, elapsed, context["tenant_id"])
             if audited:
                 error = _scim_error(bytes(response_body)) if status >= 400 else {}
+                if status >= 400:
+                    self.deps.metrics.refused(status, error.get("scimType"))
                 self.deps.audit.record(
                     context["tenant_id"],
                     scope["method"],
@@ -93,6 +101,17 @@ class RequestContext:
                     body=redacted_body(b"".join(request_chunks)) if status >= 400 else None,
                 )
                 log.debug("request.served", method=scope["method"], path=path, status=status, ms=round(elapsed_ms, 2))
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/scim/v2/{tenant_id}/Users/{id}`), never the raw path: bounded labels."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if template is None:
+        return "unmatched"
+    if isinstance(route, Mount):  # refused before the SCIM routes ran (401, 403, 429)
+        return f"{template}/*"
+    return f"{_SCIM_PREFIX}{template}" if scope["path"].startswith("/scim/") else str(template)
 
 
 class TenantAuth:

@@ -80,3 +80,8 @@ def running_api(database_url: str, kafka: str, extra_env: Mapping[str, str] | No
         if api.proc.poll() is None:
             api.proc.kill()
             api.proc.wait(timeout=10)
+
+
+async def http_get(url: str, headers: Mapping[str, str] | None = None, wait: float = 10) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=wait) as client:
+        return await client.get(url, headers=headers)

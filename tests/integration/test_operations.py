@@ -10,20 +10,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from service.store.pool import connect
 from tests.integration.conftest import Stack
-from tests.integration.processes import running_api
+from tests.integration.processes import http_get, running_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_readyz_can_leave_kafka_out_so_a_kafka_outage_keeps_the_pods_serving(database_url: str) -> None:
     with running_api(database_url, "127.0.0.1:1") as api:  # nothing listens on port 1: Kafka is "down"
-        everything = httpx.get(f"{api.url}/readyz", timeout=10)
+        everything = await http_get(f"{api.url}/readyz", wait=10)
         assert everything.status_code == 503 and "kafka" in everything.json()["down"]
-        postgres_only = httpx.get(f"{api.url}/readyz?require=postgres", timeout=10)
+        postgres_only = await http_get(f"{api.url}/readyz?require=postgres", wait=10)
         assert postgres_only.status_code == 200, postgres_only.text
 
 
