@@ -92,6 +92,12 @@ async def cmd_tenants(settings: Settings, args: argparse.Namespace) -> int:
             _print(_tenant_json(settings, tenant, token))
         elif args.action == "list":
             _print([_tenant_json(settings, t) for t in await tenants.list_all(conn)])
+        elif args.action == "rate-limit":
+            per_second, burst = (None, None) if args.default else (args.per_second, args.burst)
+            if not await tenants.set_rate_limit(conn, args.id, per_second, burst):
+                return _missing(args.id)
+            limit = {"per_second": per_second, "burst": burst}  # null: SCIMSYNC_RATE_LIMIT_* of each API process
+            _print({**_tenant_json(settings, await tenants.get(conn, args.id)), "rate_limit": limit})
         elif args.action == "rotate-token":
             rotated = await tenants.rotate_token(conn, args.id)
             if rotated is None:
@@ -233,6 +239,22 @@ def _minutes(text: str) -> int:
     return int(text)
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1: {text}")
+    return int(text)
+
+
 def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -261,6 +283,11 @@ def parser() -> argparse.ArgumentParser:
     ten_sub.add_parser("list", help="list tenants")
     for action in ("rotate-token", "enable", "disable"):
         ten_sub.add_parser(action).add_argument("id")
+    limit = ten_sub.add_parser("rate-limit", help="the tenant's own request rate limit (per API process)")
+    limit.add_argument("id")
+    limit.add_argument("--per-second", type=_non_negative, help="sustained requests per second (0: no limit)")
+    limit.add_argument("--burst", type=_positive_int, help="requests allowed at once above the sustained rate")
+    limit.add_argument("--default", action="store_true", help="back to SCIMSYNC_RATE_LIMIT_PER_SECOND / _BURST")
     ten.set_defaults(run=cmd_tenants, is_async=True)
 
     link = sub.add_parser("admin-link", help="a one-time setup link to the admin console of one tenant")

@@ -50,7 +50,9 @@ class Settings:
     metrics_tenant_label: bool = False  # opt-in: latency by tenant too (one series set per tenant)
     metrics_refresh_seconds: float = 5.0  # how often the API refreshes its gauges from Postgres and Kafka
     rate_limit_per_second: float = 100.0  # per tenant and API process; 0 switches the limit off
-    rate_limit_burst: int = 500
+    rate_limit_burst: int = 200
+    rate_limit_hold_seconds: float = 1.0  # a 429 is answered after this long (at most its Retry-After)
+    tenant_concurrency: int = 8  # a tenant's requests in flight per API process; more wait their turn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +87,8 @@ class Settings:
             metrics_refresh_seconds=_int(env, "SCIMSYNC_METRICS_REFRESH_MS", 5000, minimum=100) / 1000,
             rate_limit_per_second=_float(env, "SCIMSYNC_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second),
             rate_limit_burst=_int(env, "SCIMSYNC_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            rate_limit_hold_seconds=_int(env, "SCIMSYNC_RATE_LIMIT_HOLD_MS", 1000, minimum=0) / 1000,
+            tenant_concurrency=_int(env, "SCIMSYNC_TENANT_CONCURRENCY", cls.tenant_concurrency, minimum=1),
         )
         settings.validate()
         return settings

@@ -20,8 +20,10 @@ from service.admin.routes import mount as admin_mount
 from service.api import bulk, discovery, groups, health, metrics, prometheus, root_search, users
 from service.api.errors import HANDLERS
 from service.api.gauges import GaugeRefresher
+from service.api.limits import TenantLimits
 from service.api.middleware import RequestContext, TenantAuth
 from service.api.negotiation import ContentNegotiation
+from service.domain.ratelimit import Limit, RateLimiter
 from service.settings import Settings
 from service.store.audit import AuditLog
 from service.store.pool import create_pool
@@ -40,6 +42,7 @@ class Dependencies:
     audit: Any = None
     kafka: Any = field(default=None)
     metrics: prometheus.ApiMetrics = field(default_factory=prometheus.ApiMetrics)
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(Limit(0, 1)))
 
     async def readiness(self) -> dict[str, str | None]:
         db, kafka = await asyncio.gather(readiness.postgres(self.pool), self.kafka.check())
@@ -47,7 +50,11 @@ class Dependencies:
 
 
 def create_app(settings: Settings) -> Starlette:
-    deps = Dependencies(settings, metrics=prometheus.ApiMetrics(tenant_label=settings.metrics_tenant_label))
+    deps = Dependencies(
+        settings,
+        metrics=prometheus.ApiMetrics(tenant_label=settings.metrics_tenant_label),
+        limiter=RateLimiter(Limit(settings.rate_limit_per_second, settings.rate_limit_burst)),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
     scim = Mount(
         "/scim/v2/{tenant_id}",
         routes=[*users.routes, *groups.routes, *bulk.routes, *root_search.routes, *discovery.routes],
-        middleware=[Middleware(TenantAuth, deps=deps)],
+        middleware=[Middleware(TenantAuth, deps=deps), Middleware(TenantLimits, deps=deps)],
     )
     app = Starlette(
         routes=[*health.routes, *metrics.routes, scim, admin_mount()],

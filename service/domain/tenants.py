@@ -27,6 +27,8 @@ class Tenant:
     name: str
     enabled: bool
     tokens: tuple[ActiveToken, ...] = ()
+    rate_limit_per_second: float | None = None  # None: the process default (service/domain/ratelimit.py)
+    rate_limit_burst: int | None = None
 
     def token_for(self, token: str, now: float) -> ActiveToken | None:
         """The live token this bearer value is, if any. Every candidate is compared (constant time each, no early

@@ -24,7 +24,14 @@ _TTL_SECONDS = 30.0  # a safety net only: NOTIFY is what makes changes visible i
 
 
 def _tenant(row: Any, live_tokens: tuple[Any, ...] = ()) -> Tenant:
-    return Tenant(id=str(row["id"]), name=row["name"], enabled=row["enabled"], tokens=live_tokens)
+    return Tenant(
+        id=str(row["id"]),
+        name=row["name"],
+        enabled=row["enabled"],
+        tokens=live_tokens,
+        rate_limit_per_second=row["rate_limit_per_second"],
+        rate_limit_burst=row["rate_limit_burst"],
+    )
 
 
 async def create(conn: Any, name: str) -> tuple[Tenant, str]:
@@ -72,6 +79,19 @@ async def set_enabled(conn: Any, tenant_id: str, enabled: bool) -> bool:
     async with conn.transaction():
         done = await conn.execute("UPDATE tenants SET enabled = $2 WHERE id = $1", key, enabled)
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(key))
+    return bool(done == "UPDATE 1")
+
+
+async def set_rate_limit(conn: Any, tenant_id: str, per_second: float | None, burst: int | None) -> bool:
+    """A tenant's own rate limit (None: back to the default); API processes pick it up at once (NOTIFY)."""
+    key = _key(tenant_id)
+    if key is None:
+        return False
+    async with conn.transaction():
+        done = await conn.execute(
+            "UPDATE tenants SET rate_limit_per_second = $2, rate_limit_burst = $3 WHERE id = $1", key, per_second, burst
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, tenant_id)
     return bool(done == "UPDATE 1")
 
 
