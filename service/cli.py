@@ -48,27 +48,13 @@ async def _with_conn(settings: Settings, work: Callable[[Any], Awaitable[int]]) 
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from service.api import server
     from service.api.app import create_app
 
     if args.workers > 1 and settings.metrics_port:
         sys.stderr.write("scimsync: SCIMSYNC_METRICS_PORT needs --workers 1 (scale with processes or pods)\n")
         return 2
-    # More than one worker needs an import string: each worker process builds its app from the env.
-    app: Any = "service.api.app:app_from_env" if args.workers > 1 else create_app(settings)
-    uvicorn.run(
-        app,
-        factory=args.workers > 1,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    server.run(create_app(settings) if args.workers == 1 else None, args.host, args.port, args.workers)
     return 0
 
 

@@ -1,0 +1,87 @@
+"""A rolling restart under load loses nothing: SCIM writes keep coming while the relay, then each consumer, is
+stopped with SIGTERM (as Kubernetes does), exits 0 and is replaced; every change ends up applied in both domains.
+(The API's own SIGTERM is test_shutdown.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import ROOT, TenantInfo
+from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually, spawn
+
+USERS = 100
+DEACTIVATE = {
+    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+    "Operations": [{"op": "replace", "value": {"active": False}}],
+}
+
+
+def _relay(env: ConsumerEnv, name: str) -> subprocess.Popen[bytes]:
+    with open(ROOT / ".pytest_cache" / f"{name}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "relay"],
+            cwd=ROOT,
+            env=env.environ(SCIMSYNC_LOG_LEVEL="info"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
+    env: ConsumerEnv, pipeline: list[subprocess.Popen[bytes]], scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    await scim.get("/Users", params={"count": 1})
+    conn = await db_connect(env)
+    written: list[str] = []
+
+    async def provision() -> None:
+        """Okta at work: create a user, then deactivate them (version 2), one after another."""
+        for i in range(USERS):
+            created = await scim.post("/Users", json={"userName": f"roll-{i}-{uuid.uuid4().hex[:6]}@example.com"})
+            assert created.status_code == 201, created.text
+            uid = created.json()["id"]
+            assert (await scim.patch(f"/Users/{uid}", json=DEACTIVATE)).status_code == 200
+            written.append(uid)
+
+    async def applied(table: str, inactive: str) -> int:
+        sql = f"SELECT count(*) FROM {table} WHERE tenant_id = $1 AND version = 2 AND {inactive}"
+        return int(await conn.fetchval(sql, tenant.id))
+
+    try:
+        writer = asyncio.create_task(provision())
+        replacements = {
+            0: lambda: _relay(env, f"roll-relay-{env.topic}"),
+            1: lambda: spawn("booking", env, f"roll-booking-{env.topic}"),
+            2: lambda: spawn("workspace", env, f"roll-workspace-{env.topic}"),
+        }
+        for index, start in replacements.items():
+            before = len(written)
+            await eventually(_more_than(written, before + 10), 60, "writes to go on before the restart")
+            old = pipeline[index]
+            old.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(old.wait, 30) == 0, f"process {index} did not stop cleanly"
+            pipeline[index] = start()  # the fixture stops it at the end
+        await writer
+        assert len(written) == USERS
+
+        async def all_applied() -> bool:
+            booking = await applied("booking.users", "NOT eligible")
+            return booking == USERS and await applied("workspace.members", "NOT active") == USERS
+
+        await eventually(all_applied, 90, "every change applied in both domains")
+    finally:
+        await conn.close()
+
+
+def _more_than(written: list[Any], n: int) -> Any:
+    async def check() -> bool:
+        return len(written) > n
+
+    return check
