@@ -88,7 +88,7 @@ def run_consume(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, fmt=settings.log_format)
     try:
         return asyncio.run(run_until_signalled(DOMAINS[args.domain], settings))
     except (OSError, asyncpg.PostgresError) as exc:
@@ -102,7 +102,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
-    logs.configure(settings.log_level, stream=sys.stderr.buffer)  # stdout is for the summary
+    logs.configure(settings.log_level, stream=sys.stderr.buffer, fmt=settings.log_format)  # stdout: the summary
     return asyncio.run(rebuild_command(args.domain, settings, since=args.since, force=args.force))
 
 

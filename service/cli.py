@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from consumers.cli import add_commands as add_consumer_commands
-from service import logs
+from service import banner, logs
 from service.settings import Settings, SettingsError
 from service.store import access, migrator, outbox, tenants
 from service.store.pool import connect
@@ -131,7 +131,22 @@ async def cmd_demo_tenant(settings: Settings, args: argparse.Namespace) -> int:
         token_file.parent.mkdir(parents=True, exist_ok=True)
         token_file.write_text(str(token))
         token_file.chmod(0o600)
-        _print(_tenant_json(settings, tenant, token))
+        if not args.banner:
+            _print(_tenant_json(settings, tenant, token))
+            return 0
+        rows = [("SCIM Base URL", settings.scim_base_url(tenant.id)), ("Bearer token", str(token))]
+        from service.admin.links import issue
+
+        link = await issue(conn, settings, tenant.id, 60, "make run")
+        if link is not None:  # one-time: opening it starts the admin's session and burns it
+            rows.append(("Admin console", f"{link['url']}  (one-time link, 60 min)"))
+        rows.append(("API", f"{settings.public_url}  (readiness: {settings.public_url}/readyz)"))
+        notes = [
+            'Paste the Base URL and the token into Okta or Entra (README "Connecting Okta").',
+            "Ctrl-C stops every process; `make stack-down` stops Postgres and Kafka.",
+            *args.note,
+        ]
+        sys.stdout.write("\n" + banner.box("scimsync is ready", rows, notes) + "\n")
         return 0
 
     return await _with_conn(settings, work)
@@ -305,6 +320,8 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-tenant", help="ensure the local demo tenant exists; print its URL and token")
     demo.add_argument("--name", default="demo")
     demo.add_argument("--token-file", default="deploy/local/.state/demo-token")
+    demo.add_argument("--banner", action="store_true", help="print a box for a person instead of JSON")
+    demo.add_argument("--note", action="append", default=[], help="a line to add to the box")
     demo.set_defaults(run=cmd_demo_tenant, is_async=True)
 
     relay = sub.add_parser("relay", help="publish the event log to Kafka (`relay status`: how far behind it is)")
@@ -334,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"scimsync: {exc}\n")
         return 2
-    logs.configure(settings.log_level, stream=_log_stream(args))
+    logs.configure(settings.log_level, stream=_log_stream(args), fmt=settings.log_format)
     try:
         if args.is_async:
             result: int = asyncio.run(args.run(settings, args))

@@ -108,5 +108,5 @@ def create_app(settings: Settings) -> Starlette:
 def app_from_env() -> Starlette:
     """The factory a multi-worker uvicorn calls in each worker process."""
     settings = Settings.from_env()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, fmt=settings.log_format)
     return create_app(settings)
