@@ -44,6 +44,9 @@ class Dependencies:
     metrics: prometheus.ApiMetrics = field(default_factory=prometheus.ApiMetrics)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(Limit(0, 1)))
 
+    def render_metrics(self) -> str:
+        return self.metrics.render(time.monotonic())
+
     async def readiness(self) -> dict[str, str | None]:
         db, kafka = await asyncio.gather(readiness.postgres(self.pool), self.kafka.check())
         return {"postgres": db, "kafka": kafka}
@@ -70,8 +73,7 @@ def create_app(settings: Settings) -> Starlette:
         await gauges.start()
         metrics_server = None
         if settings.metrics_port:  # Prometheus scrapes this internal port; the public one has no /metrics
-            render = lambda: deps.metrics.render(time.monotonic())  # noqa: E731
-            metrics_server = await serve_metrics(render, settings.metrics_port, settings.metrics_host)
+            metrics_server = await serve_metrics(deps.render_metrics, settings.metrics_port, settings.metrics_host)
         # Everything allocated so far lives as long as the process: keep it out of the collector's scans, and
         # collect the young generation less often. Full collections were the API's worst latency spikes.
         gc.collect()
