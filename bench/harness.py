@@ -70,7 +70,10 @@ def api_process(db_url: str, extra_env: dict[str, str] | None = None) -> Iterato
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DATABASE_URL": db_url, "KAFKA_BOOTSTRAP_SERVERS": KAFKA, "SCIMSYNC_PUBLIC_URL": url}
-    env |= {"SCIMSYNC_LOG_LEVEL": "warning", "SCIMSYNC_DB_POOL_MAX": "32", **(extra_env or {})}
+    # The benches drive one tenant at thousands of requests/s: far over a tenant's rate limit, which is not
+    # what they measure (tests/integration/test_rate_limits.py does).
+    env |= {"SCIMSYNC_LOG_LEVEL": "warning", "SCIMSYNC_DB_POOL_MAX": "32", "SCIMSYNC_RATE_LIMIT_PER_SECOND": "0"}
+    env |= {"SCIMSYNC_TENANT_CONCURRENCY": "1000", **(extra_env or {})}
     proc = subprocess.Popen(
         [
             sys.executable,

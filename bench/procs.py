@@ -88,6 +88,8 @@ class Pipeline:
             "SCIMSYNC_CONSUMER_GROUP_PREFIX": f"bench-{run}.",
             "SCIMSYNC_LOG_LEVEL": "warning",
             "SCIMSYNC_DB_POOL_MAX": "32",
+            "SCIMSYNC_RATE_LIMIT_PER_SECOND": "0",  # one tenant at full speed: not what a tenant limit allows
+            "SCIMSYNC_TENANT_CONCURRENCY": "1000",
         }
 
     @contextlib.contextmanager

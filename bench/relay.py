@@ -203,6 +203,10 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
         api = f"http://127.0.0.1:{port}"
         env = _env(settings, url, topic, SCIMSYNC_PUBLIC_URL=api)
         api_env = {**env, "SCIMSYNC_LOG_LEVEL": "warning"}  # no access log line per request
+        api_env |= {
+            "SCIMSYNC_RATE_LIMIT_PER_SECOND": "0",
+            "SCIMSYNC_TENANT_CONCURRENCY": "1000",
+        }  # one tenant, flat out
         arrivals: dict[tuple[str, int], float] = {}
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, fetch_max_wait_ms=20)
         await consumer.start()
