@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,9 +62,13 @@ async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
             1: lambda: spawn("booking", env, f"roll-booking-{env.topic}"),
             2: lambda: spawn("workspace", env, f"roll-workspace-{env.topic}"),
         }
+        logs = {0: "e2e-relay", 1: "e2e-booking", 2: "e2e-workspace"}  # the pipeline fixture's log files
         for index, start in replacements.items():
             before = len(written)
             await eventually(_more_than(written, before + 10), 60, "writes to go on before the restart")
+            # Stopped before it said it runs, a process would still be importing: no signal handler yet.
+            log = ROOT / ".pytest_cache" / f"{logs[index]}-{env.topic}.log"
+            await eventually(_says(log, READY[index]), 60, f"{logs[index]} to be running")
             old = pipeline[index]
             old.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(old.wait, 30) == 0, f"process {index} did not stop cleanly"
@@ -78,6 +83,17 @@ async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
         await eventually(all_applied, 90, "every change applied in both domains")
     finally:
         await conn.close()
+
+
+READY = {0: ("relay.active", "relay.standby"), 1: ("consumer.started",), 2: ("consumer.started",)}
+
+
+def _says(log: Path, events: tuple[str, ...]) -> Any:
+    async def check() -> bool:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return any(event in text for event in events)
+
+    return check
 
 
 def _more_than(written: list[Any], n: int) -> Any:
