@@ -45,7 +45,7 @@ class Dependencies:
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(Limit(0, 1)))
 
     def render_metrics(self) -> str:
-        return self.metrics.render(time.monotonic())
+        return metrics.render(self)
 
     async def readiness(self) -> dict[str, str | None]:
         db, kafka = await asyncio.gather(readiness.postgres(self.pool), self.kafka.check())
