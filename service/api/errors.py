@@ -10,7 +10,7 @@ from service import logs
 from service.api.responses import ScimResponse
 from service.domain.errors import ScimError
 from service.domain.schema import ERROR
-from service.store.pool import DATABASE_ERRORS, unreachable
+from service.store.pool import DATABASE_ERRORS, distrust_connections, unreachable
 
 log = logs.get(__name__)
 RETRY_AFTER_SECONDS = 5  # Okta and Entra retry a 503; a Postgres restart or failover takes seconds
@@ -53,6 +53,7 @@ async def database_error(request: Request, exc: Exception) -> Response:
     if not unreachable(exc):
         raise exc
     log.warning("request.database_unreachable", error=type(exc).__name__)
+    await distrust_connections(getattr(request.app.state.deps, "pool", None))
     return error_response(
         503,
         "The database is unreachable for the moment; retry later",

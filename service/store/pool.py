@@ -17,9 +17,17 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     asyncpg.AdminShutdownError,  # 57P01: a restart terminated our session
     asyncpg.CrashShutdownError,  # 57P02
     asyncpg.TooManyConnectionsError,  # 53300
+    # A restart's FATAL reaches idle pooled connections too; until their socket closes, the next query on one
+    # fails inside the client ("another operation is in progress"). Retrying on a fresh connection works.
+    asyncpg.InternalClientError,
 )
 # What the API's error renderer looks at: every error a database call can raise. `unreachable` tells which.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 _CONNECT_TIMEOUT = 5.0  # a vanished host answers 503 within seconds instead of asyncpg's default minute
 
 
@@ -35,6 +43,17 @@ def unreachable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+async def distrust_connections(pool: Any) -> None:
+    """After Postgres was unreachable, replace every pooled connection on its next use.
+
+    A restart can leave a connection mid-protocol (still open, its last operation's error already raised) and
+    `_keep_session` runs no statement that would notice: handed out again, its next query fails with
+    "another operation is in progress" — a 500. Expiring the pool's generation closes such connections.
+    """
+    if pool is not None:
+        await pool.expire_connections()
 
 
 async def _init(conn: asyncpg.Connection) -> None:
