@@ -70,4 +70,8 @@ class GaugeRefresher:
             else:
                 values[prometheus.UNPUBLISHED] = {(): float(lag.unpublished)}
                 values[prometheus.OLDEST_AGE] = {(): lag.oldest_age_seconds}
+                values[prometheus.GATED] = {
+                    (("state", "parked"),): float(lag.parked),
+                    (("state", "held"),): float(lag.held),
+                }
         self._metrics.set_gauges(values, time.monotonic())
