@@ -47,7 +47,8 @@ events.published_at IS NULL AND events.state IS NULL AND NOT EXISTS (
 )
 """
 _CLAIM = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_READY} ORDER BY sequence LIMIT $1"
-_HAS_READY = f"SELECT EXISTS (SELECT 1 FROM events WHERE {_READY})"
+# Not EXISTS: the planner drops ORDER BY/LIMIT inside it and may then scan the whole table for a ready row.
+_FIRST_READY = f"SELECT sequence FROM events WHERE {_READY} ORDER BY sequence LIMIT 1"
 
 # Of the given (tenant, subject) pairs: the latest event of each, or every event of each, in log order.
 _PAIRS = "aggregate = $1 AND (tenant_id, subject) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"
@@ -176,7 +177,7 @@ async def erase_deleted(conn: Any, batch: list[StoredEvent]) -> list[StoredEvent
     """The batch with the personal data of users deleted since it was read erased, as the log now has it.
 
     Deleting a user erases its earlier events in the log (store/users.py), but a batch read before that (and
-    held, e.g. through a Kafka outage) still carries the data: the relay asks again right before each send.
+    held, e.g. through a Kafka outage) still carries the data: the relay asks again before each re-send.
     """
     candidates = [
         e.sequence
@@ -209,7 +210,7 @@ def stored(row: Any) -> StoredEvent:
 
 async def has_ready(conn: Any) -> bool:
     """Is there an event the relay may publish (events behind a gate don't count: they wait for a human)?"""
-    return bool(await conn.fetchval(_HAS_READY))
+    return await conn.fetchval(_FIRST_READY) is not None
 
 
 async def mark_published(conn: Any, sequences: list[int]) -> int:
