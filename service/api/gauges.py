@@ -70,8 +70,5 @@ class GaugeRefresher:
             else:
                 values[prometheus.UNPUBLISHED] = {(): float(lag.unpublished)}
                 values[prometheus.OLDEST_AGE] = {(): lag.oldest_age_seconds}
-                values[prometheus.GATED] = {
-                    (("state", "parked"),): float(lag.parked),
-                    (("state", "held"),): float(lag.held),
-                }
+                values[prometheus.PARKED] = {(): float(lag.parked)}
         self._metrics.set_gauges(values, time.monotonic())

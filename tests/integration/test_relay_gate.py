@@ -151,8 +151,12 @@ async def test_an_event_kafka_refuses_is_parked_and_stops_only_its_own_stream(
     assert listed["sequence"] == huge and listed["type"] == "user.updated" and listed["subject"] == str(ada)
     assert listed["reason"] == reason and listed["waiting_behind"] == 1 and listed["since"]
     async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"{api_url}/metrics")).text
-    assert gauge(metrics, 'scimsync_outbox_gated_events{state="parked"}') >= 1
+
+        async def exported() -> bool:  # the API refreshes its gauges in the background
+            metrics = (await client.get(f"{api_url}/metrics")).text
+            return gauge(metrics, "scimsync_relay_parked_events") >= 1
+
+        await until(exported, what="scimsync_relay_parked_events >= 1")
     code, out, _ = await cli(database_url, stack.kafka, "relay", "status")
     assert code == 0 and json.loads(out)["parked"] >= 1
 
