@@ -153,8 +153,15 @@ async def cmd_demo_tenant(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_relay(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action != "resend" and args.sequences:
+        sys.stderr.write(f"scimsync: relay {args.action} takes no sequences\n")
+        return 2
     if args.action == "status":
         return await cmd_relay_status(settings, args)
+    if args.action == "parked":
+        return await cmd_relay_parked(settings, args)
+    if args.action == "resend":
+        return await cmd_relay_resend(settings, args)
     from service.relay.relay import run
 
     return await run(settings, batch_size=args.batch_size, replication_factor=args.replication_factor)
@@ -168,6 +175,8 @@ async def cmd_relay_status(settings: Settings, args: argparse.Namespace) -> int:
                 "unpublished": lag.unpublished,
                 "oldest_unpublished_age_seconds": round(lag.oldest_age_seconds, 3),
                 "last_published_sequence": await outbox.last_published_sequence(conn),
+                "parked": lag.parked,
+                "held": lag.held,
             }
         )
         return 0
@@ -175,7 +184,53 @@ async def cmd_relay_status(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_conn(settings, work)
 
 
+async def cmd_relay_parked(settings: Settings, args: argparse.Namespace) -> int:
+    """The events Kafka refused for good, oldest first, each with the later events of its stream waiting behind it."""
+
+    async def work(conn: Any) -> int:
+        parked = await outbox.gated(conn, outbox.PARKED, args.tenant)
+        _print(
+            [
+                {
+                    "sequence": g.sequence,
+                    "tenant_id": g.tenant_id,
+                    "aggregate": g.aggregate,
+                    "subject": g.subject,
+                    "type": g.type,
+                    "version": g.version,
+                    "reason": g.reason,
+                    "since": g.since.isoformat() if g.since else None,
+                    "waiting_behind": g.waiting,
+                }
+                for g in parked
+            ]
+        )
+        return 0
+
+    return await _with_conn(settings, work)
+
+
+async def cmd_relay_resend(settings: Settings, args: argparse.Namespace) -> int:
+    """Un-park events: the relay tries them again, in their stream's order. Refused again, they are parked again."""
+    if bool(args.sequences) == args.all:
+        sys.stderr.write("scimsync: relay resend takes SEQUENCE... or --all (with an optional --tenant)\n")
+        return 2
+
+    async def work(conn: Any) -> int:
+        wanted = args.sequences or [g.sequence for g in await outbox.gated(conn, outbox.PARKED, args.tenant)]
+        released = await outbox.release(conn, wanted, outbox.PARKED)
+        await conn.execute("SELECT pg_notify($1, '')", outbox.CHANNEL)  # wake a sleeping relay now
+        not_parked = sorted(set(wanted) - set(released))
+        _print({"resent": sorted(released), "not_parked": not_parked})
+        for sequence in not_parked:
+            sys.stderr.write(f"scimsync: event {sequence} is not parked (unknown, published or already resent)\n")
+        return 1 if not_parked else 0
+
+    return await _with_conn(settings, work)
+
+
 async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from service.relay.publisher import KafkaUnavailable, RecordRefused
     from service.relay.replay import ReplayOptions, replay
 
     selection = outbox.Selection(
@@ -187,8 +242,18 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
     )
+    if args.topic and selection.aggregate is None:
+        sys.stderr.write(
+            "scimsync: --topic would mix user and group events in one topic (each has its own consumers and DLQ);"
+            " add --aggregate user|group (or --user / --group), one replay per topic\n"
+        )
+        return 2
     options = ReplayOptions(selection, topic=args.topic, dry_run=args.dry_run, rate=args.rate)
-    summary = await replay(settings, options)
+    try:
+        summary = await replay(settings, options)
+    except (KafkaUnavailable, RecordRefused) as exc:
+        sys.stderr.write(f"scimsync: replay stopped: {exc or type(exc).__name__}\n")
+        return 2
     sys.stderr.write(orjson.dumps(summary).decode() + "\n")
     return 0
 
@@ -307,7 +372,9 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--to-sequence", type=int, help="up to this sequence (inclusive)")
     rep.add_argument("--since", type=_moment, help="events at or after this time (ISO 8601)")
     rep.add_argument("--until", type=_moment, help="events before this time (ISO 8601)")
-    rep.add_argument("--topic", help="publish to this topic instead of each event's own")
+    rep.add_argument(
+        "--topic", help="publish to this topic instead of each event's own (needs --aggregate, --user or --group)"
+    )
     rep.add_argument("--rate", type=float, help="at most this many events per second")
     rep.add_argument("--dry-run", action="store_true", help="print what would be sent, send nothing")
     rep.set_defaults(run=cmd_replay, is_async=True)
@@ -324,8 +391,15 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--note", action="append", default=[], help="a line to add to the box")
     demo.set_defaults(run=cmd_demo_tenant, is_async=True)
 
-    relay = sub.add_parser("relay", help="publish the event log to Kafka (`relay status`: how far behind it is)")
-    relay.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    relay = sub.add_parser(
+        "relay",
+        help="publish the event log to Kafka (`status`: how far behind; `parked`: events Kafka refused for good;"
+        " `resend SEQUENCE...`: try parked events again)",
+    )
+    relay.add_argument("action", nargs="?", choices=["run", "status", "parked", "resend"], default="run")
+    relay.add_argument("sequences", nargs="*", type=int, metavar="SEQUENCE", help="resend: the parked events")
+    relay.add_argument("--tenant", type=_uuid, help="parked / resend --all: only this tenant's events")
+    relay.add_argument("--all", action="store_true", help="resend: every parked event (of --tenant)")
     relay.add_argument("--batch-size", type=int, default=500, help="events per Kafka batch (default 500)")
     relay.add_argument("--replication-factor", type=int, default=1, help="for the topic, if the relay creates it")
     relay.set_defaults(run=cmd_relay, is_async=True)

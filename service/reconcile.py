@@ -190,10 +190,10 @@ async def repair(conn: Any, settings: Settings, report: Report) -> None:
     )
     try:
         if latest:
-            await publisher.publish(latest, extra_headers=[REPAIR_HEADER])
+            (await publisher.publish(latest, extra_headers=[REPAIR_HEADER])).require_all()
         for history in histories.values():
             through = (REPAIR_THROUGH, str(history[-1].version).encode())
-            await publisher.publish(history, extra_headers=[REPAIR_HEADER, through])
+            (await publisher.publish(history, extra_headers=[REPAIR_HEADER, through])).require_all()
     finally:
         await publisher.close()
     report.repairs_published = len(latest) + sum(len(h) for h in histories.values())

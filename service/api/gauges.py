@@ -70,4 +70,5 @@ class GaugeRefresher:
             else:
                 values[prometheus.UNPUBLISHED] = {(): float(lag.unpublished)}
                 values[prometheus.OLDEST_AGE] = {(): lag.oldest_age_seconds}
+                values[prometheus.PARKED] = {(): float(lag.parked)}
         self._metrics.set_gauges(values, time.monotonic())

@@ -21,6 +21,7 @@ REFUSED = "scimsync_scim_refused_total"
 RATE_LIMITED = "scimsync_rate_limited_total"
 UNPUBLISHED = "scimsync_outbox_unpublished_events"
 OLDEST_AGE = "scimsync_outbox_oldest_unpublished_age_seconds"
+PARKED = "scimsync_relay_parked_events"
 DEPENDENCY_UP = "scimsync_dependency_up"
 GAUGES_AGE = "scimsync_metrics_gauges_age_seconds"
 
@@ -29,7 +30,11 @@ HELP = {
     REFUSED: ("counter", "SCIM requests answered with an error (4xx/5xx), by status and scimType."),
     RATE_LIMITED: ("counter", "SCIM requests refused with 429 because their tenant was over its rate limit."),
     UNPUBLISHED: ("gauge", "Events in the event log not yet published to Kafka."),
-    OLDEST_AGE: ("gauge", "Age of the oldest unpublished event (0 if none): the relay's lag."),
+    OLDEST_AGE: ("gauge", "Age of the oldest event the relay may publish (0 if none): the relay's lag."),
+    PARKED: (
+        "gauge",
+        "Events Kafka refused for good, parked in the event log: each stops its user's or group's stream.",
+    ),
     DEPENDENCY_UP: ("gauge", "1 when this API process reached the dependency at the last refresh, else 0."),
     GAUGES_AGE: ("gauge", "Seconds since the gauges above were refreshed (they are refreshed in the background)."),
 }
@@ -101,7 +106,7 @@ class ApiMetrics:
         if not rate_limited and not self.tenant_label:
             rate_limited[()] = 0  # present from the start, so rate() works from the first 429
         out += [f"{RATE_LIMITED}{_fmt(k)} {v}" for k, v in sorted(rate_limited.items())]
-        for name in (UNPUBLISHED, OLDEST_AGE, DEPENDENCY_UP):
+        for name in (UNPUBLISHED, OLDEST_AGE, PARKED, DEPENDENCY_UP):
             series = self.gauges.get(name)
             if series:
                 self._header(out, name)

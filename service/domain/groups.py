@@ -273,3 +273,14 @@ def event_data(group_id: str, resource: dict[str, Any]) -> dict[str, Any]:
 
 def created_data(group_id: str, resource: dict[str, Any], members: list[str]) -> dict[str, Any]:
     return {**event_data(group_id, resource), "members": members}
+
+
+def created_events(
+    group_id: str, resource: dict[str, Any], members: list[str], per_event: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """A new group's events, one version each: `group.created` with its first `per_event` members, then a
+    `group.membership_changed` adding each next `per_event` (so no event outgrows a Kafka record)."""
+    chunks = [members[i : i + per_event] for i in range(0, len(members), per_event)] or [[]]
+    return [(CREATED, created_data(group_id, resource, chunks[0]))] + [
+        (MEMBERSHIP_CHANGED, {"id": group_id, "added": chunk, "removed": []}) for chunk in chunks[1:]
+    ]

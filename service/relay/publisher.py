@@ -1,10 +1,17 @@
 """The Kafka side of the relay: one idempotent producer, the topic created if missing, a batch sent in order.
 
 `publish` sends every event of a batch (in sequence order, so each key's events queue in order on its
-partition), then waits for every acknowledgement. Any failure — broker down, timeout, an unexpected error
-from the client — raises `KafkaUnavailable` and drops the producer: the next `publish` starts a fresh one
+partition), then waits for every acknowledgement. A transient failure — broker down, timeout, an unexpected
+error from the client — raises `KafkaUnavailable` and drops the producer: the next `publish` starts a fresh one
 (a new producer id, so no idempotence state of a half-failed batch is carried over) and the relay re-sends
 the whole batch. That can duplicate events, never lose or skip them.
+
+A record Kafka refuses for good (`PERMANENT`: too large, invalid, not authorised) is not retried: `publish`
+returns it as refused, with the reason, and does not send the later events of its stream (user or group) in
+the batch, so the relay can park it and keep that stream's order. A record over `max_request_size` is refused
+by the client before anything is sent. A refusal by the broker fails the whole producer batch it was in
+(other keys of its partition too), so after one the records that failed are sent again one at a time, each
+alone in its request, to learn which of them Kafka really refuses.
 """
 
 from __future__ import annotations
@@ -12,12 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedForMessageFormatError,
+    for_code,
+)
 
 from service import logs
 from service.domain import events
@@ -26,10 +46,56 @@ from service.domain.events import StoredEvent
 log = logs.get(__name__)
 
 _CLOSE_TIMEOUT = 3.0
+MAX_REQUEST_BYTES = 1_048_576  # the producer's max_request_size: aiokafka's default, and Kafka's default record limit
+
+# Errors about the record itself (or the topic's rules for it): sending it again can't succeed.
+PERMANENT: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidMessageError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+    InvalidTopicError,
+    PolicyViolationError,
+    TopicAuthorizationFailedError,
+)
 
 
 class KafkaUnavailable(Exception):
     """Kafka could not take a batch now; the message names the underlying error type."""
+
+
+class RecordRefused(Exception):
+    """Kafka refused an event for good where the caller can't park it (replay, reconcile): the message says which."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    event: StoredEvent
+    reason: str  # the error's type and message, e.g. "MessageSizeTooLargeError: ..."
+
+
+@dataclass
+class Outcome:
+    """What became of a batch: acknowledged, refused for good, or not sent because its stream had a refusal."""
+
+    sent: list[StoredEvent] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    held_back: list[StoredEvent] = field(default_factory=list)
+
+    def require_all(self) -> None:
+        """Raise RecordRefused unless every event was taken."""
+        if self.refused:
+            first = self.refused[0]
+            raise RecordRefused(f"Kafka refused event {first.event.sequence} for good ({first.reason})")
+
+
+def _stream(event: StoredEvent) -> tuple[str, str, str]:
+    return event.aggregate, event.tenant_id, event.subject
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Publisher:
@@ -58,28 +124,83 @@ class Publisher:
         batch: Sequence[StoredEvent],
         extra_headers: Sequence[tuple[str, bytes]] = (),
         deadline: float | None = None,
-    ) -> None:
-        """Send the batch and wait until Kafka has acknowledged all of it (acks=all); else KafkaUnavailable.
+    ) -> Outcome:
+        """Send the batch, wait for Kafka's acknowledgements (acks=all); what Kafka refused for good is returned,
+        any other failure raises KafkaUnavailable (nothing of the outcome is known then: re-send it all).
 
         `deadline` (event-loop time): give up then at the latest, the sends not yet done aborted (the relay's
         lease, lease.py)."""
         latest = asyncio.get_running_loop().time() + self._delivery_timeout
+        outcome, blocked = Outcome(), set[tuple[str, str, str]]()
         try:
             async with asyncio.timeout_at(latest if deadline is None else min(latest, deadline)):
                 producer = await self._started()
-                pending = [
-                    await producer.send(
-                        self.topics[event.aggregate],
-                        value=orjson.dumps(events.envelope(event)),
-                        key=events.key(event),
-                        headers=[*events.headers(event), *extra_headers],
-                    )
-                    for event in batch
-                ]
-                await asyncio.gather(*pending)
+                pending: list[tuple[StoredEvent, Any]] = []
+                for event in batch:
+                    if _stream(event) in blocked:
+                        outcome.held_back.append(event)
+                        continue
+                    try:
+                        pending.append((event, await self._send(producer, event, extra_headers)))
+                    except MessageSizeTooLargeError as exc:  # over max_request_size: the client refused to send it
+                        outcome.refused.append(Refused(event, _reason(exc)))
+                        blocked.add(_stream(event))
+                results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
         except (KafkaError, TimeoutError, OSError) as exc:
             await self._abort()
             raise KafkaUnavailable(type(exc).__name__) from exc
+        failed = [
+            event for (event, _), result in zip(pending, results, strict=True) if isinstance(result, BaseException)
+        ]
+        outcome.sent = [
+            event for (event, _), result in zip(pending, results, strict=True) if not isinstance(result, BaseException)
+        ]
+        if not failed:
+            return outcome
+        await self._abort()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not any(isinstance(e, PERMANENT) for e in errors):
+            raise KafkaUnavailable(type(errors[0]).__name__) from errors[0]
+        await self._isolate(failed, outcome, blocked, extra_headers, deadline)
+        return outcome
+
+    async def _isolate(
+        self,
+        failed: list[StoredEvent],
+        outcome: Outcome,
+        blocked: set[tuple[str, str, str]],
+        extra_headers: Sequence[tuple[str, bytes]],
+        deadline: float | None,
+    ) -> None:
+        """Send each failed record alone, in order, so a refusal names its record; transient errors still raise."""
+        for event in failed:
+            if _stream(event) in blocked:
+                outcome.held_back.append(event)
+                continue
+            try:
+                latest = asyncio.get_running_loop().time() + self._delivery_timeout
+                async with asyncio.timeout_at(latest if deadline is None else min(latest, deadline)):
+                    await (await self._send(await self._started(), event, extra_headers))
+            except PERMANENT as exc:
+                outcome.refused.append(Refused(event, _reason(exc)))
+                blocked.add(_stream(event))
+                await self._abort()  # its sequence numbers were spent on a refused record: start a fresh producer
+            except (KafkaError, TimeoutError, OSError) as exc:
+                await self._abort()
+                raise KafkaUnavailable(type(exc).__name__) from exc
+            else:
+                outcome.sent.append(event)
+        outcome.sent.sort(key=lambda e: e.sequence)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, event: StoredEvent, extra_headers: Sequence[tuple[str, bytes]]
+    ) -> Any:
+        return await producer.send(
+            self.topics[event.aggregate],
+            value=orjson.dumps(events.envelope(event)),
+            key=events.key(event),
+            headers=[*events.headers(event), *extra_headers],
+        )
 
     async def close(self) -> None:
         """Stop the producer after the relay's last batch (nothing is pending then)."""
@@ -119,6 +240,7 @@ class Publisher:
             acks="all",
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
             request_timeout_ms=int(self._delivery_timeout * 1000),
             **self._security,
         )

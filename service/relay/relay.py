@@ -10,8 +10,14 @@
     3. Claim up to `batch_size` events in sequence order, send them all, wait for every acknowledgement,
        THEN mark them published in one UPDATE. A crash between send and mark re-sends the batch later.
     4. Kafka down: log `relay.kafka_unavailable`, back off (capped exponential), re-send the same batch.
-       Nothing is skipped, so nothing is lost; the API never waits for any of this.
-    5. SIGTERM/SIGINT: finish the batch in flight, mark it, close, return. A batch still waiting for Kafka
+       Nothing is skipped, so nothing is lost; the API never waits for any of this. Before every re-send, events
+       of users deleted since the claim are re-read erased: a held batch must not publish their data. (The first
+       send follows the claim within milliseconds: a delete committing then is one committing just after it.)
+    5. A record Kafka refuses for good (publisher.PERMANENT: too large, invalid, not authorised) is parked
+       (outbox gate, in the same transaction as the batch's mark) and logged once as `relay.event_parked`;
+       the later events of its user or group stay unpublished behind it, every other stream goes on.
+       `scimsync relay parked` lists parked events, `scimsync relay resend` lets the relay try them again.
+    6. SIGTERM/SIGINT: finish the batch in flight, mark it, close, return. A batch still waiting for Kafka
        is left unmarked for the next relay.
 
 All of the relay's SQL runs on the connection that holds the lock: if that session is gone, so is the
@@ -29,8 +35,9 @@ from typing import Any
 import asyncpg
 
 from service import logs
+from service.domain.events import StoredEvent
 from service.relay.lease import DEFAULT_LEASE_S, Lease
-from service.relay.publisher import KafkaUnavailable, Publisher
+from service.relay.publisher import KafkaUnavailable, Outcome, Publisher
 from service.settings import Settings
 from service.store import outbox
 from service.store.pool import connect
@@ -135,10 +142,14 @@ class Relay:
             batch = await outbox.claim_batch(conn, self._batch_size)
             self._lease.answered(began)
             if batch:
-                if not await self._send(conn, batch):
+                outcome = await self._send(conn, batch)
+                if outcome is None:
                     return  # stopped while Kafka was away: the batch stays unmarked
-                await outbox.mark_published(conn, [event.sequence for event in batch])
-                log.info("outbox.published", count=len(batch), last_sequence=batch[-1].sequence)
+                parked = [(refused.event.sequence, refused.reason) for refused in outcome.refused]
+                await outbox.record_outcome(conn, [event.sequence for event in outcome.sent], parked)
+                self._log_parked(outcome)
+                if outcome.sent:
+                    log.info("outbox.published", count=len(outcome.sent), last_sequence=outcome.sent[-1].sequence)
                 if len(batch) == self._batch_size:
                     continue  # a backlog: no waiting
             await self._wait_for_work(conn)
@@ -153,27 +164,29 @@ class Relay:
             await self._sleep(_BUSY_PAUSE)  # writers in flight: their events are about to be visible
             return
         try:
-            if await outbox.has_unpublished(conn):
+            if await outbox.has_ready(conn):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         finally:
             await outbox.wake_up(conn)
 
-    async def _send(self, conn: Any, batch: list[Any]) -> bool:
-        """Publish the batch, retrying with back-off until Kafka takes it all; False if stopped meanwhile.
+    async def _send(self, conn: Any, batch: list[StoredEvent]) -> Outcome | None:
+        """Publish the batch, retrying with back-off until Kafka has taken or refused every event; None if stopped
+        meanwhile.
 
         Each attempt ends by the lease's deadline; a retry first renews the lease (a round trip to Postgres,
-        which raises if the session is gone: then this relay is no longer the leader)."""
+        which raises if the session is gone: then this relay is no longer the leader) and re-reads erasures:
+        time has passed since the claim, and a user deleted meanwhile must go out erased."""
         backoff = _Backoff(self._max_backoff)
         first = True
         while True:
             if not first:
                 await self._lease.renew(conn)
+                batch = await outbox.erase_deleted(conn, batch)
             first = False
             try:
-                await self._publisher.publish(batch, deadline=self._lease.deadline())
-                return True
+                return await self._publisher.publish(batch, deadline=self._lease.deadline())
             except KafkaUnavailable as exc:
                 delay = backoff.next()
                 log.warning(
@@ -184,7 +197,25 @@ class Relay:
                     retry_in=delay,
                 )
             if await self._sleep(delay):
-                return False
+                return None
+
+    @staticmethod
+    def _log_parked(outcome: Outcome) -> None:
+        for refused in outcome.refused:
+            event = refused.event
+            held_back = sum(
+                1 for e in outcome.held_back if (e.tenant_id, e.subject) == (event.tenant_id, event.subject)
+            )
+            log.error(
+                "relay.event_parked",
+                sequence=event.sequence,
+                tenant_id=event.tenant_id,
+                aggregate=event.aggregate,
+                subject=event.subject,
+                type=event.type,
+                reason=refused.reason,
+                held_back=held_back,
+            )
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

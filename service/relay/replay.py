@@ -36,7 +36,13 @@ class ReplayOptions:
 
 
 async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Publish (or with dry_run, list) the selected events in sequence order; returns a summary."""
+    """Publish (or with dry_run, list) the selected events in sequence order; returns a summary.
+
+    A `topic` takes one aggregate's events only: user and group events have their own consumers and dead-letter
+    topics, and a mixed topic would send each to the other's.
+    """
+    if options.topic is not None and options.selection.aggregate is None:
+        raise ValueError("replay to one topic needs a selection of one aggregate (user or group)")
     topics = settings.topics() if options.topic is None else dict.fromkeys(settings.topics(), options.topic)
     conn = await connect(settings.database_url)
     publisher = (
@@ -99,10 +105,11 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
 
 
 async def _publish(publisher: Publisher, batch: list[events.StoredEvent]) -> None:
-    """Kafka down: retry the same batch a few times, then give up with the error (the SRE re-runs from here)."""
+    """Kafka down: retry the same batch a few times, then give up with the error (the SRE re-runs from here).
+    An event Kafka refuses for good stops the replay (RecordRefused): it would break its stream's order."""
     for attempt in range(5):
         try:
-            await publisher.publish(batch)
+            (await publisher.publish(batch)).require_all()
             return
         except KafkaUnavailable:
             if attempt == 4:

@@ -3,7 +3,9 @@
 Members live only in `group_members`, one row per member: a membership change deletes and inserts just the rows
 it names (`DELETE … RETURNING`, `INSERT … ON CONFLICT DO NOTHING RETURNING`), so what really changed is known and
 is what the `group.membership_changed` event carries. Each event gets its own version: a PATCH that renames a
-group and changes its members writes `group.updated` at v+1 and `group.membership_changed` at v+2.
+group and changes its members writes `group.updated` at v+1 and `group.membership_changed` at v+2. A change of
+more than `limits.MEMBERS_PER_EVENT` ids is split into several `group.membership_changed` events (removals first,
+then additions, ids in order), v+2, v+3, …, so that each fits a Kafka record; a creation likewise.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from service.domain import groups as domain
 from service.domain.errors import InvalidValue, NotFound, Uniqueness
 from service.domain.filter import Expr
 from service.domain.groups import GroupRecord, Member, MembershipDelta
+from service.domain.limits import MEMBERS_PER_EVENT, check_resource_size
 from service.domain.schema import AttrRef
 from service.domain.versions import check_version
 from service.store.filter_sql import GROUP_COLUMNS
@@ -29,10 +33,11 @@ from service.store.paging import fetch_page
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
 
+# $10: the group's version after its creation: 1, or more when its members need several events (_EVENT).
 _CREATE = """
 WITH g AS (
     INSERT INTO groups (tenant_id, id, display_name, external_id, version, resource, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, 1, $5, $6, $6)
+    VALUES ($1, $2, $3, $4, $10, $5, $6, $6)
     RETURNING id
 ), m AS (
     INSERT INTO group_members (tenant_id, group_id, user_id)
@@ -40,6 +45,11 @@ WITH g AS (
 )
 INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
 SELECT $8, $1, 'group', g.id, 'group.created', 1, $6, $9 FROM g
+"""
+
+_EVENT = """
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+VALUES ($1, $2, 'group', $3, $4, $5, $6, $7)
 """
 
 _UPDATE = """
@@ -54,6 +64,8 @@ SELECT $8, $1, 'group', g.id, 'group.updated', $6, $7, $9 FROM g
 
 # $3: the ids to add; $4: the ids to remove (_CHANGE_MEMBERS) or to keep (_REPLACE_MEMBERS). The two differ only
 # in which rows they delete: `user_id = ANY(...)` is an index lookup, a replace has to look at every member.
+# The change is numbered (removals first, then additions, each in id order) and cut into parts of $8 ids: part n
+# is the event at version $5 + n. Returns one row per event written.
 _MEMBERSHIP = """
 WITH removed AS (
     DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND {removed}
@@ -63,19 +75,25 @@ WITH removed AS (
     SELECT $1, $2, u FROM unnest($3::uuid[]) AS u
     ON CONFLICT DO NOTHING
     RETURNING user_id
-), changed AS (
-    SELECT (SELECT coalesce(jsonb_agg(user_id::text), '[]'::jsonb) FROM added) AS added,
-           (SELECT coalesce(jsonb_agg(user_id::text), '[]'::jsonb) FROM removed) AS removed
+), changes AS (
+    SELECT c.user_id, c.removal, (row_number() OVER (ORDER BY c.removal DESC, c.user_id) - 1) / $8 AS part
+    FROM (SELECT user_id, true AS removal FROM removed UNION ALL SELECT user_id, false FROM added) AS c
+), parts AS (
+    SELECT part,
+           coalesce(jsonb_agg(user_id::text ORDER BY user_id) FILTER (WHERE NOT removal), '[]'::jsonb) AS added,
+           coalesce(jsonb_agg(user_id::text ORDER BY user_id) FILTER (WHERE removal), '[]'::jsonb) AS removed
+    FROM changes GROUP BY part
 ), g AS (
-    UPDATE groups SET version = $5, updated_at = $6
-    FROM changed
-    WHERE tenant_id = $1 AND id = $2 AND (changed.added <> '[]'::jsonb OR changed.removed <> '[]'::jsonb)
+    UPDATE groups SET version = $5 + (SELECT max(part) FROM parts), updated_at = $6
+    WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM parts)
     RETURNING groups.id
 )
 INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $7, $1, 'group', g.id, 'group.membership_changed', $5, $6,
-       jsonb_build_object('id', g.id::text, 'added', changed.added, 'removed', changed.removed)
-FROM g, changed
+SELECT CASE WHEN parts.part = 0 THEN $7 ELSE gen_random_uuid() END, $1, 'group', g.id, 'group.membership_changed',
+       $5 + parts.part, $6, jsonb_build_object('id', g.id::text, 'added', parts.added, 'removed', parts.removed)
+FROM g, parts
+ORDER BY parts.part
+RETURNING version
 """
 _CHANGE_MEMBERS = _MEMBERSHIP.format(removed="user_id = ANY($4::uuid[])")
 _REPLACE_MEMBERS = _MEMBERSHIP.format(removed="user_id <> ALL($4::uuid[])")
@@ -138,25 +156,31 @@ async def _unknown_members(pool: asyncpg.Pool, tenant: uuid.UUID, ids: list[str]
 
 
 async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any], members: list[str]) -> GroupRecord:
+    check_resource_size("Group", len(orjson.dumps(resource)))
     tenant, group_id, now = uuid.UUID(tenant_id), uuid.uuid4(), datetime.now(UTC)
+    (_, created), *more = domain.created_events(str(group_id), resource, members, MEMBERS_PER_EVENT)
     try:
-        await pool.execute(
-            _CREATE,
-            tenant,
-            group_id,
-            resource["displayName"],
-            resource.get("externalId"),
-            resource,
-            now,
-            [uuid.UUID(m) for m in members],
-            uuid.uuid4(),
-            domain.created_data(str(group_id), resource, members),
-        )
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _CREATE,
+                tenant,
+                group_id,
+                resource["displayName"],
+                resource.get("externalId"),
+                resource,
+                now,
+                [uuid.UUID(m) for m in members],
+                uuid.uuid4(),
+                created,
+                1 + len(more),
+            )
+            for version, (kind, data) in enumerate(more, start=2):
+                await conn.execute(_EVENT, uuid.uuid4(), tenant, group_id, kind, version, now, data)
     except asyncpg.UniqueViolationError:
         raise _uniqueness() from None
     except asyncpg.ForeignKeyViolationError:
         raise await _unknown_members(pool, tenant, members) from None
-    return GroupRecord(id=str(group_id), resource=resource, version=1, created=now, last_modified=now)
+    return GroupRecord(id=str(group_id), resource=resource, version=1 + len(more), created=now, last_modified=now)
 
 
 async def with_members(db: Any, tenant_id: str, records: list[GroupRecord], display: bool = False) -> list[GroupRecord]:
@@ -227,6 +251,7 @@ async def update(
             after, delta = change(current)
             version, now = current.version, datetime.now(UTC)
             if after != current.resource:
+                check_resource_size("Group", len(orjson.dumps(after)))
                 version += 1
                 await conn.execute(
                     _UPDATE,
@@ -241,8 +266,8 @@ async def update(
                     domain.event_data(current.id, after),
                 )
             if not delta.empty:
-                changed = await conn.fetchval(
-                    (_REPLACE_MEMBERS if delta.reset else _CHANGE_MEMBERS) + " RETURNING true",
+                written = await conn.fetch(
+                    _REPLACE_MEMBERS if delta.reset else _CHANGE_MEMBERS,
                     tenant,
                     key,
                     [uuid.UUID(i) for i in delta.adds],
@@ -250,8 +275,9 @@ async def update(
                     version + 1,
                     now,
                     uuid.uuid4(),
+                    MEMBERS_PER_EVENT,
                 )
-                version += 1 if changed else 0
+                version += len(written)
     except asyncpg.UniqueViolationError:
         raise _uniqueness() from None
     except asyncpg.ForeignKeyViolationError:

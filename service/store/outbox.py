@@ -4,12 +4,25 @@ Only the relay that holds the relay lock (`try_lock_relay`, a session advisory l
 claim is a plain read in sequence order: no row locks, no SKIP LOCKED. One user's events are written under
 that user's row lock, so their sequences follow their commit order; a lower sequence of another user that
 commits late is simply claimed by a later batch.
+
+The gate. A stream is the events of one user or group: (aggregate, tenant_id, subject). An unpublished event
+whose `state` is set is a gate: neither it nor any later event of its stream is claimed, so the stream's order
+holds while every other stream keeps flowing. Two states use it:
+
+- `parked`: Kafka refused the event for good (too large, invalid, not authorised). The relay parks it
+  (`park`, with the reason) and the SRE re-sends it with `scimsync relay resend` (`release`).
+- `held`: kept back on purpose (e.g. a deactivation awaiting a human's confirmation). A feature that holds
+  events sets `gate(conn, sequences, HELD, reason)` and later `release(conn, sequences, HELD)`; nothing else.
+
+The claim probes the partial index `events_gated` (only gated rows, so a handful) once per unpublished
+event it reads: ready streams pay one lookup in an almost empty index. Events waiting behind a gate are read
+and skipped by every claim until the gate opens, so a claim costs a little more per event held back.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +35,20 @@ SLEEP_LOCK = 7_202_613  # held by the relay only while it waits: writers NOTIFY 
 # What every read of the log selects: the columns a StoredEvent is made of (`stored`).
 EVENT_COLUMNS = "sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data"
 
-_CLAIM = f"SELECT {EVENT_COLUMNS} FROM events WHERE published_at IS NULL ORDER BY sequence LIMIT $1"
+PARKED = "parked"
+HELD = "held"
+
+# Ready to publish: unpublished, not a gate, and no gate earlier in its stream.
+_READY = """
+events.published_at IS NULL AND events.state IS NULL AND NOT EXISTS (
+    SELECT 1 FROM events AS gate
+    WHERE gate.published_at IS NULL AND gate.state IS NOT NULL AND gate.aggregate = events.aggregate
+        AND gate.tenant_id = events.tenant_id AND gate.subject = events.subject AND gate.sequence < events.sequence
+)
+"""
+_CLAIM = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_READY} ORDER BY sequence LIMIT $1"
+# Not EXISTS: the planner drops ORDER BY/LIMIT inside it and may then scan the whole table for a ready row.
+_FIRST_READY = f"SELECT sequence FROM events WHERE {_READY} ORDER BY sequence LIMIT 1"
 
 # Of the given (tenant, subject) pairs: the latest event of each, or every event of each, in log order.
 _PAIRS = "aggregate = $1 AND (tenant_id, subject) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"
@@ -31,12 +57,36 @@ _HISTORIES = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_PAIRS} ORDER BY subjec
 
 _MARK = "UPDATE events SET published_at = now() WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL"
 
-_LAG = """
+# The oldest age is of what the relay may publish: a stream behind a gate waits on purpose (counted apart).
+_LAG = f"""
 SELECT
     (SELECT count(*) FROM events WHERE published_at IS NULL) AS unpublished,
     (SELECT greatest(0, extract(epoch FROM clock_timestamp() - occurred_at))::float8
-       FROM events WHERE published_at IS NULL ORDER BY sequence LIMIT 1) AS oldest_age
+       FROM events WHERE {_READY} ORDER BY sequence LIMIT 1) AS oldest_age,
+    (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'parked') AS parked,
+    (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'held') AS held
 """
+
+_GATE = """
+UPDATE events SET state = $2, state_reason = $3, state_since = now()
+WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL
+"""
+_RELEASE = """
+UPDATE events SET state = NULL, state_reason = NULL, state_since = NULL
+WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL AND state = $2
+RETURNING sequence
+"""
+# Each gate with how many later events of its stream wait behind it.
+_GATED = """
+SELECT g.sequence, g.tenant_id, g.aggregate, g.subject, g.type, g.version, g.state, g.state_reason, g.state_since,
+       (SELECT count(*) FROM events AS w WHERE w.tenant_id = g.tenant_id AND w.subject = g.subject
+            AND w.aggregate = g.aggregate AND w.sequence > g.sequence AND w.published_at IS NULL) AS waiting
+FROM events AS g
+WHERE g.published_at IS NULL AND g.state = $1 AND ($2::uuid IS NULL OR g.tenant_id = $2)
+ORDER BY g.sequence
+"""
+# Of the given user events, those erased since they were read (their user was deleted meanwhile).
+_ERASED = "SELECT sequence, data FROM events WHERE sequence = ANY($1::bigint[]) AND data ? 'erased'"
 
 # Walks the primary key backwards from the newest event to the first published one.
 _LAST_PUBLISHED = "SELECT sequence FROM events WHERE published_at IS NOT NULL ORDER BY sequence DESC LIMIT 1"
@@ -44,8 +94,26 @@ _LAST_PUBLISHED = "SELECT sequence FROM events WHERE published_at IS NOT NULL OR
 
 @dataclass(frozen=True)
 class Lag:
-    unpublished: int
-    oldest_age_seconds: float  # 0 when nothing waits
+    unpublished: int  # every unpublished event, gated or not
+    oldest_age_seconds: float  # of the oldest event the relay may publish; 0 when none waits
+    parked: int = 0
+    held: int = 0
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A gate: an unpublished event that may not go out yet, and the later events of its stream it keeps back."""
+
+    sequence: int
+    tenant_id: str
+    aggregate: str
+    subject: str
+    type: str
+    version: int
+    state: str
+    reason: str | None
+    since: datetime | None
+    waiting: int  # later unpublished events of the same stream
 
 
 async def try_lock_relay(conn: Any) -> bool:
@@ -63,8 +131,67 @@ async def wake_up(conn: Any) -> None:
 
 
 async def claim_batch(conn: Any, limit: int) -> list[StoredEvent]:
-    """Up to `limit` unpublished events, oldest sequence first."""
+    """Up to `limit` unpublished events of streams without a gate before them, oldest sequence first."""
     return [stored(row) for row in await conn.fetch(_CLAIM, limit)]
+
+
+async def gate(conn: Any, sequences: list[int], state: str, reason: str) -> None:
+    """Close the gate at these unpublished events: they and the later events of their streams wait."""
+    await conn.execute(_GATE, sequences, state, reason)
+
+
+async def release(conn: Any, sequences: list[int], state: str) -> list[int]:
+    """Open the gates in `state` at these events (others are left alone); the sequences released."""
+    return [row["sequence"] for row in await conn.fetch(_RELEASE, sequences, state)]
+
+
+async def gated(conn: Any, state: str, tenant_id: str | None = None) -> list[Gated]:
+    rows = await conn.fetch(_GATED, state, uuid.UUID(tenant_id) if tenant_id else None)
+    return [
+        Gated(
+            sequence=r["sequence"],
+            tenant_id=str(r["tenant_id"]),
+            aggregate=r["aggregate"],
+            subject=str(r["subject"]),
+            type=r["type"],
+            version=r["version"],
+            state=r["state"],
+            reason=r["state_reason"],
+            since=r["state_since"],
+            waiting=r["waiting"],
+        )
+        for r in rows
+    ]
+
+
+async def record_outcome(conn: Any, published: list[int], parked: list[tuple[int, str]]) -> None:
+    """After a batch: mark what Kafka took, park what it refused for good, in one transaction."""
+    async with conn.transaction():
+        if published:
+            await mark_published(conn, published)
+        for sequence, reason in parked:
+            await gate(conn, [sequence], PARKED, reason)
+
+
+async def erase_deleted(conn: Any, batch: list[StoredEvent]) -> list[StoredEvent]:
+    """The batch with the personal data of users deleted since it was read erased, as the log now has it.
+
+    Deleting a user erases its earlier events in the log (store/users.py), but a batch read before that (and
+    held, e.g. through a Kafka outage) still carries the data: the relay asks again before each re-send.
+    """
+    candidates = [
+        e.sequence
+        for e in batch
+        if e.aggregate == "user"
+        and e.type != "user.deleted"
+        and not (isinstance(e.data, dict) and e.data.get("erased"))
+    ]
+    if not candidates:
+        return batch
+    erased = {row["sequence"]: row["data"] for row in await conn.fetch(_ERASED, candidates)}
+    if not erased:
+        return batch
+    return [replace(e, data=erased[e.sequence]) if e.sequence in erased else e for e in batch]
 
 
 def stored(row: Any) -> StoredEvent:
@@ -81,8 +208,9 @@ def stored(row: Any) -> StoredEvent:
     )
 
 
-async def has_unpublished(conn: Any) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events WHERE published_at IS NULL)"))
+async def has_ready(conn: Any) -> bool:
+    """Is there an event the relay may publish (events behind a gate don't count: they wait for a human)?"""
+    return await conn.fetchval(_FIRST_READY) is not None
 
 
 async def mark_published(conn: Any, sequences: list[int]) -> int:
@@ -94,7 +222,12 @@ async def mark_published(conn: Any, sequences: list[int]) -> int:
 async def lag(db: Any) -> Lag:
     """How far the relay is behind: unpublished events and the age of the oldest. `db`: a pool or a connection."""
     row = await db.fetchrow(_LAG)
-    return Lag(unpublished=row["unpublished"], oldest_age_seconds=row["oldest_age"] or 0.0)
+    return Lag(
+        unpublished=row["unpublished"],
+        oldest_age_seconds=row["oldest_age"] or 0.0,
+        parked=row["parked"],
+        held=row["held"],
+    )
 
 
 async def last_published_sequence(db: Any) -> int | None:

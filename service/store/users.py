@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from service.domain import users as domain
 from service.domain.errors import NotFound, Uniqueness
 from service.domain.filter import Expr
+from service.domain.limits import check_resource_size
 from service.domain.schema import AttrRef
 from service.domain.users import UserRecord
 from service.domain.versions import check_version
@@ -139,6 +141,7 @@ def row(tenant: uuid.UUID, user_id: uuid.UUID, resource: dict[str, Any], now: da
 
 
 async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any]) -> UserRecord:
+    check_resource_size("User", len(orjson.dumps(resource)))
     user_id, now = uuid.uuid4(), datetime.now(UTC)
     tenant, _, user_name, external_id, active, _, _, _, _ = row(uuid.UUID(tenant_id), user_id, resource, now)
     try:
@@ -207,6 +210,7 @@ async def update(
         kind = domain.event_type(current.resource, after)
         if kind is None:
             return current
+        check_resource_size("User", len(orjson.dumps(after)))
         version, now = current.version + 1, datetime.now(UTC)
         try:
             await conn.execute(

@@ -67,7 +67,7 @@ async def test_replay_of_a_range_redelivers_exactly_that_range(
     chosen = rows[5:31]  # an arbitrary range within this tenant's history
     topic = f"scimsync-replay-{uuid.uuid4().hex[:8]}"
     args = ["--tenant", tenant.id, "--from-sequence", str(chosen[0]["sequence"])]
-    args += ["--to-sequence", str(chosen[-1]["sequence"]), "--topic", topic]
+    args += ["--to-sequence", str(chosen[-1]["sequence"]), "--aggregate", "user", "--topic", topic]
 
     # --dry-run lists exactly the range and sends nothing.
     summary, lines = await replay(database_url, stack.kafka, *args, "--dry-run")
@@ -100,7 +100,9 @@ async def test_replay_by_user_and_by_time_and_rate_limit(
     assert summary["events"] == 40  # users 10..29, two events each
     topic = f"scimsync-replay-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    summary, _ = await replay(database_url, stack.kafka, "--tenant", tenant.id, "--topic", topic, "--rate", "100")
+    summary, _ = await replay(
+        database_url, stack.kafka, "--tenant", tenant.id, "--aggregate", "user", "--topic", topic, "--rate", "100"
+    )
     assert summary["events"] == 60
     assert time.monotonic() - started >= 0.55  # 60 events at 100/s take at least 0.6 s (minus the first batch)
 
@@ -133,7 +135,7 @@ async def test_a_replay_after_a_delete_carries_no_personal_data(
     assert kept["userName"] == "keep@example.com"
 
     topic = f"scimsync-replay-{uuid.uuid4().hex[:8]}"
-    await replay(database_url, stack.kafka, "--tenant", tenant.id, "--topic", topic)
+    await replay(database_url, stack.kafka, "--tenant", tenant.id, "--aggregate", "user", "--topic", topic)
     records = await read_topic(stack.kafka, topic, lambda rs: len(rs) >= 4)
     raw = json.dumps([r.value for r in records])
     for secret in ("erase.me", "Eraseme", "Forgotten", "private.example", "7700", "Secret title"):
@@ -150,3 +152,28 @@ async def test_bad_replay_arguments_are_one_line_errors(bad: list[str], database
     )  # fmt: skip
     _, err = await proc.communicate()
     assert proc.returncode == 2 and "Traceback" not in err.decode()
+
+
+async def test_replay_to_one_topic_refuses_to_mix_user_and_group_events(
+    scim: httpx.AsyncClient, tenant: Any, database_url: str, stack: Any
+) -> None:
+    """Group events in a user topic flood its consumers' DLQ; user events with personal data land in the group DLQ."""
+    user = (await scim.post("/Users", json={"userName": "mixed@example.com"})).json()
+    group = {"displayName": "Mixed", "members": [{"value": user["id"]}]}
+    assert (await scim.post("/Groups", json=group)).status_code == 201
+    topic = f"scimsync-replay-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "replay", "--tenant", tenant.id, "--topic", topic, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 2, (out, err)
+    assert "--aggregate" in err.decode() and len(err.decode().strip().splitlines()) == 1
+    assert not await topic_exists(stack.kafka, topic), "nothing may be published"
+
+    # One aggregate per topic is what it takes.
+    summary, _ = await replay(
+        database_url, stack.kafka, "--tenant", tenant.id, "--aggregate", "group", "--topic", topic
+    )
+    assert summary["types"] == {"group.created": 1} and summary["topics"] == [topic]
