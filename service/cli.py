@@ -18,6 +18,7 @@ import orjson
 
 from consumers.cli import add_commands as add_consumer_commands
 from service import banner, logs
+from service.holds_cli import add_commands as add_holds_commands
 from service.settings import Settings, SettingsError
 from service.store import access, migrator, outbox, tenants
 from service.store.pool import connect
@@ -404,6 +405,7 @@ def parser() -> argparse.ArgumentParser:
     relay.add_argument("--replication-factor", type=int, default=1, help="for the topic, if the relay creates it")
     relay.set_defaults(run=cmd_relay, is_async=True)
 
+    add_holds_commands(sub)
     # The consumers' commands (`consume`, `booking`) read their own settings: consumers don't import service.
     add_consumer_commands(sub)
     return root

@@ -22,6 +22,7 @@ from service.domain.limits import check_resource_size
 from service.domain.schema import AttrRef
 from service.domain.users import UserRecord
 from service.domain.versions import check_version
+from service.store import holds
 from service.store.filter_sql import USER_COLUMNS
 from service.store.ids import resource_id
 from service.store.paging import fetch_page
@@ -211,7 +212,7 @@ async def update(
         if kind is None:
             return current
         check_resource_size("User", len(orjson.dumps(after)))
-        version, now = current.version + 1, datetime.now(UTC)
+        version, now, event_id = current.version + 1, datetime.now(UTC), uuid.uuid4()
         try:
             await conn.execute(
                 _UPDATE,
@@ -223,12 +224,14 @@ async def update(
                 after,
                 version,
                 now,
-                uuid.uuid4(),
+                event_id,
                 kind,
                 domain.event_data(current.id, after),
             )
         except asyncpg.UniqueViolationError:
             raise _uniqueness(after) from None
+        if kind == domain.DEACTIVATED:
+            await holds.after_deprovisioning(conn, tenant, event_id, now)
     return UserRecord(id=current.id, resource=after, version=version, created=current.created, last_modified=now)
 
 
@@ -241,10 +244,11 @@ async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str
         if row is None:
             raise NotFound(f"User {user_id} not found")
         check_version(_record(row).version, if_match)
-        now = datetime.now(UTC)
+        now, event_id = datetime.now(UTC), uuid.uuid4()
         await conn.execute(_LOCK_GROUPS, tenant, key)
         await conn.execute(_LEAVE_GROUPS, tenant, key, now)
-        done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), now)
+        done = await conn.execute(_DELETE, tenant, key, event_id, now)
         await conn.execute(_ERASE, tenant, key)
+        await holds.after_deprovisioning(conn, tenant, event_id, now)
     if done != "INSERT 0 1":
         raise NotFound(f"User {user_id} not found")

@@ -1,0 +1,180 @@
+"""Held events: the deprovisioning brake (service/domain/brake.py) applied to the outbox's per-stream gate.
+
+A held event is an unpublished event with `state = 'held'`: the relay claims nothing of its stream (that user's
+later events wait behind it, so per-user order holds) while every other stream keeps flowing (outbox.py).
+
+`after_deprovisioning` runs inside the deactivation's or deletion's own transaction, after its event is written,
+under a per-tenant advisory lock: a tenant's deprovisionings are counted one at a time, so a burst of concurrent
+ones can't all slip under the threshold together. Only deprovisionings take that lock; other writes never wait.
+
+`release` publishes what the identity provider says *now*: a held user who was reactivated meanwhile has the
+held deactivation set aside as superseded (marked done, never sent: consumers never cancel that person's bookings)
+and the later events flow; every other held stream is simply let go, in order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from service import logs
+from service.domain.brake import DEPROVISIONING, BrakePolicy
+
+log = logs.get(__name__)
+
+_BRAKE_LOCK = 7_202_614  # advisory lock class (two-key form: class, hash of the tenant id)
+_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))"
+
+_POLICY = """
+SELECT brake_enabled, brake_minimum, brake_percent, brake_window_s, brake_released_at FROM tenants WHERE id = $1
+"""
+_ENGAGED = """
+SELECT EXISTS (
+    SELECT 1 FROM events WHERE tenant_id = $1 AND aggregate = 'user' AND state = 'held' AND published_at IS NULL
+)
+"""
+_RECENT = """
+SELECT count(*) FROM events
+WHERE tenant_id = $1 AND type IN ('user.deactivated', 'user.deleted') AND occurred_at > $2
+"""
+_ACTIVE = "SELECT count(*) FROM users WHERE tenant_id = $1 AND active"
+_HOLD = "UPDATE events SET state = 'held', state_reason = $2, state_since = now() WHERE id = $1"
+
+_HELD_SUBJECTS = """
+SELECT DISTINCT subject FROM events
+WHERE tenant_id = $1 AND aggregate = 'user' AND state = 'held' AND published_at IS NULL
+    AND ($2::uuid IS NULL OR subject = $2)
+"""
+# Each held user's latest event: active again (reactivated, or updated while active) supersedes the hold.
+_LATEST = """
+SELECT DISTINCT ON (subject) subject, type, data FROM events
+WHERE tenant_id = $1 AND aggregate = 'user' AND subject = ANY($2::uuid[])
+ORDER BY subject, sequence DESC
+"""
+_LOCK_USERS = "SELECT 1 FROM users WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR UPDATE"
+_SUPERSEDE = """
+UPDATE events SET published_at = now(),
+    state_reason = state_reason || '; superseded at release: the user is active again, never published'
+WHERE tenant_id = $1 AND aggregate = 'user' AND subject = ANY($2::uuid[]) AND state = 'held' AND published_at IS NULL
+"""
+_LET_GO = """
+UPDATE events SET state = NULL, state_reason = NULL, state_since = NULL
+WHERE tenant_id = $1 AND aggregate = 'user' AND subject = ANY($2::uuid[]) AND state = 'held' AND published_at IS NULL
+"""
+_REARM = "UPDATE tenants SET brake_released_at = now() WHERE id = $1"
+
+_SUMMARY = """
+SELECT tenant_id, count(DISTINCT subject) AS people, count(*) AS events, min(state_since) AS since
+FROM events
+WHERE aggregate = 'user' AND state = 'held' AND published_at IS NULL AND ($1::uuid IS NULL OR tenant_id = $1)
+GROUP BY tenant_id ORDER BY since
+"""
+_SAMPLE = """
+SELECT DISTINCT ON (e.subject) e.subject, e.type, u.user_name
+FROM events e LEFT JOIN users u ON u.tenant_id = e.tenant_id AND u.id = e.subject
+WHERE e.tenant_id = $1 AND e.aggregate = 'user' AND e.state = 'held' AND e.published_at IS NULL
+ORDER BY e.subject, e.sequence LIMIT $2
+"""
+
+
+def _policy(row: Any) -> BrakePolicy:
+    defaults = BrakePolicy()
+    return BrakePolicy(
+        enabled=row["brake_enabled"],
+        minimum=defaults.minimum if row["brake_minimum"] is None else row["brake_minimum"],
+        percent=defaults.percent if row["brake_percent"] is None else row["brake_percent"],
+        window=defaults.window if row["brake_window_s"] is None else timedelta(seconds=row["brake_window_s"]),
+    )
+
+
+async def policy(conn: Any, tenant_id: uuid.UUID) -> BrakePolicy | None:
+    row = await conn.fetchrow(_POLICY, tenant_id)
+    return None if row is None else _policy(row)
+
+
+async def set_policy(conn: Any, tenant_id: uuid.UUID, new: BrakePolicy) -> bool:
+    done: str = await conn.execute(
+        "UPDATE tenants SET brake_enabled = $2, brake_minimum = $3, brake_percent = $4, brake_window_s = $5"
+        " WHERE id = $1",
+        tenant_id,
+        new.enabled,
+        new.minimum,
+        new.percent,
+        int(new.window.total_seconds()),
+    )
+    return done == "UPDATE 1"
+
+
+async def after_deprovisioning(conn: Any, tenant_id: uuid.UUID, event_id: uuid.UUID, now: datetime) -> bool:
+    """Hold the event just written if the tenant's brake says so; True when held. In the write's transaction."""
+    await conn.execute(_LOCK, _BRAKE_LOCK, tenant_id)
+    row = await conn.fetchrow(_POLICY, tenant_id)
+    brake = _policy(row)
+    if not brake.enabled:
+        return False
+    if await conn.fetchval(_ENGAGED, tenant_id):
+        await conn.execute(_HOLD, event_id, "deprovisioning brake: the tenant's deprovisionings are held")
+        return True
+    start = now - brake.window
+    if row["brake_released_at"] is not None:
+        start = max(start, row["brake_released_at"])
+    recent = int(await conn.fetchval(_RECENT, tenant_id, start))
+    if recent <= brake.minimum:  # the threshold is never below the minimum: no need to count the active users
+        return False
+    active = int(await conn.fetchval(_ACTIVE, tenant_id))
+    if not brake.exceeded(recent, active):
+        return False
+    threshold = brake.threshold(active + recent)
+    await conn.execute(
+        _HOLD,
+        event_id,
+        f"deprovisioning brake: {recent} deprovisionings within {brake.window}, more than the {threshold} allowed",
+    )
+    log.warning("brake.engaged", tenant_id=str(tenant_id), recent=recent, threshold=threshold)
+    return True
+
+
+@dataclass(frozen=True)
+class Released:
+    users: int  # held users whose events now flow, in order
+    superseded: int  # held users active again: their held deprovisioning is set aside, never sent
+
+
+async def release(conn: Any, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> Released:
+    """Let the tenant's held users go (or one of them), each as its latest state says; see the module docstring."""
+    async with conn.transaction():
+        await conn.execute(_LOCK, _BRAKE_LOCK, tenant_id)
+        subjects = [r["subject"] for r in await conn.fetch(_HELD_SUBJECTS, tenant_id, user_id)]
+        await conn.execute(_LOCK_USERS, tenant_id, subjects)  # no write slips in between reading and releasing
+        active_again = [r["subject"] for r in await conn.fetch(_LATEST, tenant_id, subjects) if _active(r)]
+        let_go = [s for s in subjects if s not in set(active_again)]
+        await conn.execute(_SUPERSEDE, tenant_id, active_again)
+        await conn.execute(_LET_GO, tenant_id, let_go)
+        if user_id is None:
+            await conn.execute(_REARM, tenant_id)
+        await conn.execute("SELECT pg_notify('scimsync_events', '')")  # wake the relay now, not at its next poll
+    log.warning("brake.released", tenant_id=str(tenant_id), users=len(let_go), superseded=len(active_again))
+    return Released(users=len(let_go), superseded=len(active_again))
+
+
+def _active(row: Any) -> bool:
+    return row["type"] not in DEPROVISIONING and bool(row["data"].get("active", True))
+
+
+async def summary(conn: Any, tenant_id: uuid.UUID | None, sample: int = 10) -> list[dict[str, Any]]:
+    """Per tenant that holds: how many people and events, since when, and a sample of who (ids and userNames)."""
+    out = []
+    for row in await conn.fetch(_SUMMARY, tenant_id):
+        who = await conn.fetch(_SAMPLE, row["tenant_id"], sample)
+        out.append(
+            {
+                "tenant": str(row["tenant_id"]),
+                "people": row["people"],
+                "events": row["events"],
+                "since": row["since"].isoformat(),
+                "sample": [{"id": str(w["subject"]), "userName": w["user_name"], "type": w["type"]} for w in who],
+            }
+        )
+    return out

@@ -1,0 +1,191 @@
+"""The deprovisioning brake, end to end: the real API, relay and both consumers.
+
+An identity provider deactivating 300 of a tenant's 1,000 users within a minute: the first 200 (20%) reach the
+consumers, the rest are held in the outbox while the identity provider sees success; bookings of held people are
+intact; another tenant is unaffected; 40 held people are reactivated in the IdP meanwhile; `holds release` then
+delivers exactly 260 deactivations and leaves the 40 untouched; reconcile and a replay agree afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from consumers.booking import service as booking
+from service.store import tenants
+from tests.integration.conftest import ROOT, TenantInfo
+from tests.integration.test_consumers_e2e import DEACTIVATE, REACTIVATE, next_week
+from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually
+
+
+async def _all(calls: list[Callable[[], Awaitable[httpx.Response]]], width: int = 16) -> list[httpx.Response]:
+    gate = asyncio.Semaphore(width)
+
+    async def one(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        async with gate:
+            return await call()
+
+    return await asyncio.gather(*(one(c) for c in calls))
+
+
+def _cli(env: ConsumerEnv, *args: str) -> tuple[int, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env.environ(), "SCIMSYNC_LOG_LEVEL": "warning"},
+        capture_output=True,
+        timeout=60,
+    )
+    return done.returncode, orjson.loads(done.stdout) if done.stdout.strip() else None
+
+
+async def test_a_mass_deactivation_is_held_past_the_threshold_and_released_as_the_idp_says_now(
+    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    created = await _all(
+        [lambda n=n: scim.post("/Users", json={"userName": f"p{n}@example.com"}) for n in range(1000)]  # type: ignore[misc]
+    )
+    assert all(r.status_code == 201 for r in created)
+    ids = [r.json()["id"] for r in created]
+    conn = await db_connect(env)
+    try:
+
+        async def eligible(value: bool) -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM booking.users WHERE tenant_id = $1 AND eligible = $2", tenant.id, value
+                )
+            )
+
+        async def members_inactive() -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM workspace.members WHERE tenant_id = $1 AND NOT active", tenant.id
+                )
+            )
+
+        await eventually(lambda: _equals(eligible(True), 1000), 60, "1,000 users eligible in booking")
+        targets = ids[:300]
+        for n, uid in enumerate(targets):
+            desk = await booking.add_desk(conn, tenant.id, f"desk-{n}")
+            await booking.book(conn, tenant.id, uid, desk.id, next_week(9), next_week(17))
+
+        # Another tenant, deprovisioning one person during the wave.
+        other_tenant, other_token = await tenants.create(db, f"other-{uuid.uuid4().hex[:6]}")
+        other_headers = {"Authorization": f"Bearer {other_token}"}
+        other_base = str(scim.base_url).replace(tenant.id, other_tenant.id)
+        async with httpx.AsyncClient(base_url=other_base, headers=other_headers, timeout=30) as other:
+            bystander = (await other.post("/Users", json={"userName": "bystander@example.com"})).json()["id"]
+
+            answers = await _all([lambda uid=uid: scim.patch(f"/Users/{uid}", json=DEACTIVATE) for uid in targets])  # type: ignore[misc]
+            assert [r.status_code for r in answers] == [200] * 300  # the identity provider sees success throughout
+            assert (await other.patch(f"/Users/{bystander}", json=DEACTIVATE)).status_code == 200
+
+        held = {
+            str(r["subject"])
+            for r in await db.fetch(
+                "SELECT subject FROM events WHERE tenant_id = $1 AND state = 'held' AND published_at IS NULL",
+                uuid.UUID(tenant.id),
+            )
+        }
+        assert len(held) == 100 and held <= set(targets)
+
+        async def bystander_applied() -> bool:
+            return (
+                await conn.fetchval(
+                    "SELECT NOT eligible FROM booking.users WHERE tenant_id = $1 AND user_id = $2",
+                    other_tenant.id,
+                    bystander,
+                )
+                is True
+            )
+
+        await eventually(bystander_applied, 30, "the other tenant's deactivation applied")
+        await eventually(lambda: _equals(eligible(False), 200), 30, "the first 200 deactivations applied")
+        await eventually(lambda: _equals(members_inactive(), 200), 30, "workspace: 200 inactive")
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM events WHERE published_at IS NULL AND state IS NULL AND tenant_id = $1",
+                uuid.UUID(tenant.id),
+            )
+            == 0
+        )  # nothing else is waiting: the held 100 are all that is kept back
+        assert await eligible(False) == 200
+
+        async def confirmed(uids: set[str]) -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM booking.bookings WHERE tenant_id = $1 AND status = 'confirmed'"
+                    " AND user_id = ANY($2::uuid[])",
+                    tenant.id,
+                    [uuid.UUID(u) for u in uids],
+                )
+            )
+
+        assert await confirmed(held) == 100  # held people keep their bookings
+        assert await confirmed(set(targets) - held) == 0
+
+        code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
+        assert code == 1 and listing[0]["people"] == 100 and len(listing[0]["sample"]) == 10
+
+        back = sorted(held)[:40]
+        answers = await _all([lambda uid=uid: scim.patch(f"/Users/{uid}", json=REACTIVATE) for uid in back])  # type: ignore[misc]
+        assert [r.status_code for r in answers] == [200] * 40
+
+        code, released = _cli(env, "holds", "release", tenant.id)
+        assert code == 0 and (released["released"], released["superseded"]) == (60, 40)
+        await eventually(lambda: _equals(eligible(False), 260), 30, "260 deactivations applied after release")
+        await eventually(lambda: _equals(members_inactive(), 260), 30, "workspace: 260 inactive")
+        assert await confirmed(set(back)) == 40  # reactivated while held: never cancelled
+        assert await confirmed(held - set(back)) == 0
+        assert _cli(env, "holds", "list", "--tenant", tenant.id) == (0, [])
+
+        code, report = _cli(env, "reconcile", "--tenant", tenant.id)
+        assert code == 0, report
+        # A replay of the tenant's whole log (superseded deactivations included) changes nothing downstream.
+        code, _ = _cli(env, "replay", "--tenant", tenant.id)
+        assert code == 0
+        code, report = _cli(env, "reconcile", "--tenant", tenant.id)
+        assert code == 0, report
+        assert await eligible(False) == 260 and await confirmed(set(back)) == 40
+    finally:
+        await conn.close()
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_a_tenant_with_the_brake_off_is_never_held(scim: httpx.AsyncClient, tenant: TenantInfo, db: Any) -> None:
+    from service.domain.brake import BrakePolicy
+    from service.store import holds
+
+    await holds.set_policy(db, uuid.UUID(tenant.id), BrakePolicy(enabled=False))
+    created = await _all([lambda n=n: scim.post("/Users", json={"userName": f"q{n}@example.com"}) for n in range(60)])  # type: ignore[misc]
+    await _all([lambda r=r: scim.delete(f"/Users/{r.json()['id']}") for r in created])  # type: ignore[misc]
+    assert (
+        await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1 AND state = 'held'", uuid.UUID(tenant.id))
+        == 0
+    )
+
+
+async def test_past_the_minimum_deletions_are_held_with_a_reason(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    created = await _all([lambda n=n: scim.post("/Users", json={"userName": f"r{n}@example.com"}) for n in range(60)])  # type: ignore[misc]
+    answers = await _all([lambda r=r: scim.delete(f"/Users/{r.json()['id']}") for r in created])  # type: ignore[misc]
+    assert {r.status_code for r in answers} == {204}
+    rows = await db.fetch(
+        "SELECT type, state_reason FROM events WHERE tenant_id = $1 AND state = 'held'", uuid.UUID(tenant.id)
+    )
+    # 60 deletions of a 60-user tenant: 20% is 12, so the minimum (50) rules; the 51st and later are held.
+    assert len(rows) == 10 and {r["type"] for r in rows} == {"user.deleted"}
+    assert "deprovisioning brake" in rows[0]["state_reason"]
