@@ -71,4 +71,6 @@ class GaugeRefresher:
                 values[prometheus.UNPUBLISHED] = {(): float(lag.unpublished)}
                 values[prometheus.OLDEST_AGE] = {(): lag.oldest_age_seconds}
                 values[prometheus.PARKED] = {(): float(lag.parked)}
+                values[prometheus.HELD] = {(): float(lag.held)}
+                values[prometheus.HELD_AGE] = {(): lag.oldest_held_age_seconds}
         self._metrics.set_gauges(values, time.monotonic())

@@ -22,6 +22,8 @@ RATE_LIMITED = "scimsync_rate_limited_total"
 UNPUBLISHED = "scimsync_outbox_unpublished_events"
 OLDEST_AGE = "scimsync_outbox_oldest_unpublished_age_seconds"
 PARKED = "scimsync_relay_parked_events"
+HELD = "scimsync_outbox_held_events"
+HELD_AGE = "scimsync_outbox_oldest_held_age_seconds"
 DEPENDENCY_UP = "scimsync_dependency_up"
 GAUGES_AGE = "scimsync_metrics_gauges_age_seconds"
 
@@ -35,6 +37,11 @@ HELP = {
         "gauge",
         "Events Kafka refused for good, parked in the event log: each stops its user's or group's stream.",
     ),
+    HELD: (
+        "gauge",
+        "Deprovisionings held by the deprovisioning brake (`scimsync holds list`), and their users' later events.",
+    ),
+    HELD_AGE: ("gauge", "Seconds the oldest held deprovisioning has waited for `scimsync holds release` (0 if none)."),
     DEPENDENCY_UP: ("gauge", "1 when this API process reached the dependency at the last refresh, else 0."),
     GAUGES_AGE: ("gauge", "Seconds since the gauges above were refreshed (they are refreshed in the background)."),
 }
@@ -106,7 +113,7 @@ class ApiMetrics:
         if not rate_limited and not self.tenant_label:
             rate_limited[()] = 0  # present from the start, so rate() works from the first 429
         out += [f"{RATE_LIMITED}{_fmt(k)} {v}" for k, v in sorted(rate_limited.items())]
-        for name in (UNPUBLISHED, OLDEST_AGE, PARKED, DEPENDENCY_UP):
+        for name in (UNPUBLISHED, OLDEST_AGE, PARKED, HELD, HELD_AGE, DEPENDENCY_UP):
             series = self.gauges.get(name)
             if series:
                 self._header(out, name)

@@ -64,7 +64,9 @@ SELECT
     (SELECT greatest(0, extract(epoch FROM clock_timestamp() - occurred_at))::float8
        FROM events WHERE {_READY} ORDER BY sequence LIMIT 1) AS oldest_age,
     (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'parked') AS parked,
-    (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'held') AS held
+    (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'held') AS held,
+    (SELECT greatest(0, extract(epoch FROM clock_timestamp() - min(state_since)))::float8
+       FROM events WHERE published_at IS NULL AND state = 'held') AS oldest_held_age
 """
 
 _GATE = """
@@ -98,6 +100,7 @@ class Lag:
     oldest_age_seconds: float  # of the oldest event the relay may publish; 0 when none waits
     parked: int = 0
     held: int = 0
+    oldest_held_age_seconds: float = 0.0  # how long the oldest hold (the deprovisioning brake) has waited
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ async def lag(db: Any) -> Lag:
         oldest_age_seconds=row["oldest_age"] or 0.0,
         parked=row["parked"],
         held=row["held"],
+        oldest_held_age_seconds=row["oldest_held_age"] or 0.0,
     )
 
 

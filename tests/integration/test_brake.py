@@ -31,10 +31,15 @@ async def _all(calls: list[Callable[[], Awaitable[httpx.Response]]], width: int 
 
     async def one(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         async with gate:
-            try:
-                return await call()
-            except httpx.TransportError:  # a reset connection, as an identity provider would: try again once
-                return await call()
+            for _ in range(60):
+                try:
+                    answer = await call()
+                except httpx.TransportError:  # a reset connection: as an identity provider would, try again
+                    continue
+                if answer.status_code != 429:  # over the tenant's rate limit: wait as told, like Okta and Entra
+                    return answer
+                await asyncio.sleep(float(answer.headers["Retry-After"]))
+            raise AssertionError("no answer after 60 tries")
 
     return await asyncio.gather(*(one(c) for c in calls))
 
