@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from service.admin.pages import deps_of, render
 from service.admin.security import not_found, tenant_page
-from service.store import access, tenants, tokens
+from service.store import access, holds, tenants, tokens
 from service.store.access import Grant
 
 GRACE = {"0": "stop at once", "3600": "keep working for 1 hour", "86400": "keep working for 24 hours"}
@@ -18,6 +20,7 @@ async def _page(request: Request, grant: Grant, new_token: str | None = None) ->
     async with deps.pool.acquire() as conn:
         tenant = await tenants.get(conn, grant.tenant_id)
         listed = await tokens.listed(conn, grant.tenant_id)
+        held = await holds.summary(conn, uuid.UUID(grant.tenant_id), sample=0)
     if tenant is None:
         return not_found(request)
     return render(
@@ -29,6 +32,7 @@ async def _page(request: Request, grant: Grant, new_token: str | None = None) ->
         new_token=new_token,
         grace=GRACE,
         canonical=f"/admin/tenants/{tenant.id}/" if new_token else None,
+        held=held[0] if held else None,
     )
 
 

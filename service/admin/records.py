@@ -11,7 +11,7 @@ from starlette.responses import Response
 from service.admin import timeline
 from service.admin.pages import deps_of, render
 from service.admin.security import not_found, tenant_page
-from service.store import activity, directory
+from service.store import activity, directory, holds
 from service.store.access import Grant
 
 PAGE_SIZE = 25
@@ -91,5 +91,13 @@ async def health_page(request: Request, grant: Grant) -> Response:
     deps = deps_of(request)
     async with deps.pool.acquire() as conn:
         health = await directory.health(conn, grant.tenant_id)
+        held = await holds.summary(conn, uuid.UUID(grant.tenant_id), sample=0)
     stuck_before = datetime.now(UTC) - STUCK_AFTER
-    return render(request, "health.html", health=health, stuck_before=stuck_before, stuck_after=STUCK_AFTER)
+    return render(
+        request,
+        "health.html",
+        health=health,
+        stuck_before=stuck_before,
+        stuck_after=STUCK_AFTER,
+        held=held[0] if held else None,
+    )

@@ -21,6 +21,7 @@ import orjson
 
 from consumers.booking import service as booking
 from service.store import tenants
+from tests.integration.admin_helpers import signed_in
 from tests.integration.conftest import ROOT, TenantInfo
 from tests.integration.test_consumers_e2e import DEACTIVATE, REACTIVATE, next_week
 from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually
@@ -58,7 +59,7 @@ def _cli(env: ConsumerEnv, *args: str) -> tuple[int, Any]:
 
 
 async def test_a_mass_deactivation_is_held_past_the_threshold_and_released_as_the_idp_says_now(
-    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, api_url: str
 ) -> None:
     created = await _all(
         [lambda n=n: scim.post("/Users", json={"userName": f"p{n}@example.com"}) for n in range(1000)]  # type: ignore[misc]
@@ -148,6 +149,13 @@ async def test_a_mass_deactivation_is_held_past_the_threshold_and_released_as_th
 
         code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
         assert code == 1 and listing[0]["people"] == 100 and len(listing[0]["sample"]) == 10
+        admin = await signed_in(db, api_url, tenant.id)  # the tenant's IT admin sees it too
+        try:
+            for page in ("/", "/health"):
+                shown = (await admin.get(f"/admin/tenants/{tenant.id}{page}")).text
+                assert "Deprovisioning held: 100 people" in shown
+        finally:
+            await admin.aclose()
 
         back = sorted(held)[:40]
         async with httpx.AsyncClient(base_url=tenant.base_url, headers=tenant.headers, timeout=30) as idp:
