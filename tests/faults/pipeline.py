@@ -11,7 +11,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.runtime.topics import ensure_topics
-from service.store import tenants
+from service.domain.brake import BrakePolicy
+from service.store import holds, tenants
 from service.store.pool import connect
 from tests.faults.load import Tenant
 from tests.faults.processes import Process, free_port, wait_healthy
@@ -95,6 +96,8 @@ class Pipeline:
         conn = await self.connect()
         try:
             made = [await tenants.create(conn, f"{self.name}-{n}") for n in range(count)]
+            for tenant, _ in made:  # the load deactivates far more than an IdP's day: not a wave to hold here
+                await holds.set_policy(conn, uuid.UUID(tenant.id), BrakePolicy(enabled=False))
         finally:
             await conn.close()
         return [Tenant(t.id, token, f"{self.api_url}/scim/v2/{t.id}") for t, token in made]

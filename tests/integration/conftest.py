@@ -118,6 +118,9 @@ def api_url(database_url: str, stack: Stack) -> Iterator[str]:
         "SCIMSYNC_PUBLIC_URL": url,
         "SCIMSYNC_LOG_LEVEL": "warning",
         "SCIMSYNC_OPERATOR_KEY": OPERATOR_KEY,
+        # Tests drive one tenant far faster than an identity provider does; the per-tenant limit has its own
+        # tests (test_rate_limits.py) with API processes of their own.
+        "SCIMSYNC_RATE_LIMIT_PER_SECOND": "0",
     }
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
     with open(ROOT / ".pytest_cache" / f"api-{port}.log", "wb") as log:  # the API's own log, for debugging

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from service.domain.brake import BrakePolicy
+from service.store import holds
 from tests.integration.conftest import ROOT, TenantInfo
 from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually, spawn
 
@@ -40,6 +42,8 @@ async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
 ) -> None:
     await scim.get("/Users", params={"count": 1})
     conn = await db_connect(env)
+    # Every user of the tenant is deactivated: the deprovisioning brake would rightly hold half of them.
+    await holds.set_policy(conn, uuid.UUID(tenant.id), BrakePolicy(enabled=False))
     written: list[str] = []
 
     async def provision() -> None:
