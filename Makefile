@@ -35,7 +35,7 @@ run: install stack-up migrate
 test: install stack-up
 	$(BIN)/pytest
 
-## faults: only the fault suite; it starts (and stops) its own Postgres + Kafka on ports 56432/60092/60093.
+## faults: only the fault suite; it starts (and stops) its own Postgres + Kafka on ports 25432/29092/29093.
 faults: install
 	$(BIN)/pytest tests/faults
 
@@ -56,8 +56,8 @@ bench: install stack-up
 
 ## faults-down: stop the fault suite's private stack (the suite stops it itself; this is for an interrupted run).
 faults-down:
-	SCIMSYNC_STACK_DIR=deploy/local/.state/faults PGPORT_LOCAL=56432 KAFKA_PORT_LOCAL=60092 \
-		KAFKA_CONTROLLER_PORT_LOCAL=60093 $(STACK) down
+	SCIMSYNC_STACK_DIR=deploy/local/.state/faults PGPORT_LOCAL=25432 KAFKA_PORT_LOCAL=29092 \
+		KAFKA_CONTROLLER_PORT_LOCAL=29093 $(STACK) down
 
 clean: stack-down faults-down
 	rm -rf $(VENV) deploy/local/.state

@@ -2,6 +2,10 @@
 
 The suite stops and restarts these at will, so they must never be the shared stack that other test runs (or
 `make run`) use. Ports can be moved with SCIMSYNC_FAULTS_PGPORT / _KAFKA_PORT / _CONTROLLER_PORT.
+
+The ports sit below Linux's ephemeral range (32768-60999): while a server is stopped, its clients keep connecting
+to it on loopback, and a client whose ephemeral source port happens to equal the server's port connects to itself
+(TCP simultaneous open) and then holds that port, so the server could not start again.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ STATE = ROOT / "deploy" / "local" / ".state" / "faults"
 
 @dataclass(frozen=True)
 class PrivateStack:
-    pg_port: int = int(os.environ.get("SCIMSYNC_FAULTS_PGPORT") or 56432)
-    kafka_port: int = int(os.environ.get("SCIMSYNC_FAULTS_KAFKA_PORT") or 60092)
-    controller_port: int = int(os.environ.get("SCIMSYNC_FAULTS_CONTROLLER_PORT") or 60093)
+    pg_port: int = int(os.environ.get("SCIMSYNC_FAULTS_PGPORT") or 25432)
+    kafka_port: int = int(os.environ.get("SCIMSYNC_FAULTS_KAFKA_PORT") or 29092)
+    controller_port: int = int(os.environ.get("SCIMSYNC_FAULTS_CONTROLLER_PORT") or 29093)
     state: Path = STATE
 
     @property

@@ -486,7 +486,9 @@ async def test_two_relays_never_publish_together_and_the_standby_takes_over(
     assert len(sequences) == 5100 and max(sequences.values()) == 1, "idle when killed: nothing to re-send"
 
     report = json.loads(await run(sys.executable, "-m", "service.cli", "relay", "status", database_url=database_url))
-    assert report["unpublished"] == 0 and report["oldest_unpublished_age_seconds"] == 0
+    # Other tests of this session leave gated events (parked, held by the brake) and those behind them: not ready,
+    # so they don't count in the lag; everything the relay may publish is published.
+    assert report["oldest_unpublished_age_seconds"] == 0
     assert report["last_published_sequence"] >= max(sequences)
 
     assert standby.stop() == 0, "SIGTERM is a graceful stop"
