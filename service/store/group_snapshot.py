@@ -16,6 +16,7 @@ import asyncpg
 
 from service.domain.errors import NotFound
 from service.domain.groups import GroupRecord, Member
+from service.store.groups import record
 from service.store.ids import resource_id
 
 _GROUP = "SELECT id, resource, version, created_at, updated_at FROM groups WHERE tenant_id = $1 AND id = $2"
@@ -45,7 +46,7 @@ class GroupSnapshot:
         if row is None:
             await _end(pool, conn, transaction)
             raise NotFound(f"Group {group_id} not found")
-        return cls(pool, conn, transaction, tenant, _record(row))
+        return cls(pool, conn, transaction, tenant, record(row))
 
     async def chunks(self, size: int) -> AsyncIterator[list[Member]]:
         """The members, `size` at a time, in user id order; an empty group yields nothing."""
@@ -73,13 +74,3 @@ async def _end(pool: asyncpg.Pool, conn: Any, transaction: Any) -> None:
         conn.terminate()  # e.g. cancelled mid-query: never hand a connection in an unknown state back
     finally:
         await pool.release(conn)
-
-
-def _record(row: Any) -> GroupRecord:
-    return GroupRecord(
-        id=str(row["id"]),
-        resource=row["resource"],
-        version=row["version"],
-        created=row["created_at"],
-        last_modified=row["updated_at"],
-    )

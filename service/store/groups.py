@@ -132,7 +132,8 @@ class Page:
     groups: list[GroupRecord]
 
 
-def _record(row: Any) -> GroupRecord:
+def record(row: Any) -> GroupRecord:
+    """A group row (`_COLUMNS`) as the domain's record."""
     return GroupRecord(
         id=str(row["id"]),
         resource=row["resource"],
@@ -205,8 +206,8 @@ async def get(
     )
     if row is None:
         raise NotFound(f"Group {group_id} not found")
-    record = _record(row)
-    return (await with_members(pool, tenant_id, [record], display))[0] if members else record
+    found = record(row)
+    return (await with_members(pool, tenant_id, [found], display))[0] if members else found
 
 
 async def search(
@@ -222,7 +223,7 @@ async def search(
     """One page in a stable order (the sort key, then creation order); `start` is 1-based. Members of the whole
     page are loaded in one more query, and only when `members`."""
     total, rows = await fetch_page(pool, "groups", GROUP_COLUMNS, _COLUMNS, tenant_id, expr, sort, start, count)
-    records = [_record(r) for r in rows]
+    records = [record(r) for r in rows]
     return Page(total, await with_members(pool, tenant_id, records, display) if members else records)
 
 
@@ -246,7 +247,7 @@ async def update(
             )
             if row is None:
                 raise NotFound(f"Group {group_id} not found")
-            current = _record(row)
+            current = record(row)
             check_version(current.version, if_match)
             after, delta = change(current)
             version, now = current.version, datetime.now(UTC)
@@ -296,7 +297,7 @@ async def delete(pool: asyncpg.Pool, tenant_id: str, group_id: str, if_match: st
             )
             if row is None:
                 raise NotFound(f"Group {group_id} not found")
-            check_version(_record(row).version, if_match)
+            check_version(record(row).version, if_match)
         done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), datetime.now(UTC))
     if done != "INSERT 0 1":
         raise NotFound(f"Group {group_id} not found")
