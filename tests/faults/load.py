@@ -96,6 +96,15 @@ class Load:
             assert time.monotonic() < deadline, f"only {self._started} writes within {within} s"
             await asyncio.sleep(0.02)
 
+    async def wait_for_ok(self, since: float, count: int, within: float = 30) -> float:
+        """Until `count` writes sent after `since` (time.monotonic()) have worked. → when the first of them was answered."""
+        deadline = time.monotonic() + within
+        while len(ok := [o.answered for o in self.outcomes if o.sent > since and o.status in OK[o.op]]) < count:
+            assert self._task is not None and not self._task.done(), "the load ended early"
+            assert time.monotonic() < deadline, f"only {len(ok)} writes sent since then worked within {within} s"
+            await asyncio.sleep(0.02)
+        return min(ok)
+
     async def _run(self) -> None:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         try:

@@ -43,8 +43,9 @@ async def test_postgres_restarted_under_load_answers_503_and_recovers(pipeline: 
     ready_after = time.monotonic() - back
     during = [o for o in load.outcomes if stopped < o.sent < back - up_took]
     assert during, "no SCIM request was made while Postgres was down"
+    # Requests stuck in flight across the restart may be the only ones answered before readiness: wait for fresh ones.
+    first_ok = await load.wait_for_ok(since=back, count=20)
     verdict = await settle(pipeline, load, back, away=[(away, back)])
-    first_ok = min(o.answered for o in load.outcomes if o.sent > back and o.status < 300)
     assert all(p.alive for p in pipeline.processes), "every process survives the restart"
     assert pipeline.process("relay").count("relay.database_unavailable") >= 1
     figures(
