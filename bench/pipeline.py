@@ -1,6 +1,6 @@
 """The whole pipeline's cost per change: API + relay + both consumers as processes, against scim2-server 0.8.3.
 
-    .venv/bin/python -m bench.pipeline [--seconds 15] [--connections 32]
+    .venv/bin/python -m bench.pipeline [--seconds 40] [--connections 32] [--no-peer]
 
 Phases `create` (Okta's full create body) and `patch` (every PATCH changes the user's title), each driven by wrk
 (32 connections, closed loop, full speed) after an unmeasured warm-up whose events the consumers finish first.
@@ -8,9 +8,10 @@ Per phase it prints: SCIM throughput and latency; the seconds from the last SCIM
 finished with the phase's last event; CPU-milliseconds per change of each process (API, relay, booking,
 workspace, the Postgres backends of the bench database, and the Kafka broker, which other clients of the shared
 broker also load), counted from the start of the measured run until both consumers caught up, so the
-background work of every change is inside the window; and each process's peak RSS. Then the same wrk scripts
-against scim2-server 0.8.3 (in memory, under uvicorn: bench/peer.py) and the ratios, all in one run. Any
-non-2xx voids the run. The issue's targets need >= 20,000 requests per phase (`requests_ok`).
+background work of every change is inside the window; and each process's peak RSS. After each of our phases,
+the same wrk script against scim2-server 0.8.3 (in memory, under uvicorn: bench/peer.py), then the ratios, all
+in one run. Any non-2xx voids the run. The targets need >= 20,000 requests per phase (`requests_ok`): on a slow
+2-core machine that takes the default 40 s.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from consumers.domains import DOMAINS
 from service.store.pool import connect
 
 DB = "scimsync_bench_pipeline"
+PEER = "scim2-server 0.8.3 (in memory, uvicorn)"
 
 
 def emit(name: str, **values: object) -> None:
@@ -92,42 +94,46 @@ async def measure_phase(
     }
 
 
-async def peer_phases(lua_create: str, lua_patch: str, seconds: int, connections: int) -> dict[str, dict[str, Any]]:
-    port = free_port()
-    proc = spawn_peer(port)
-    base = f"http://127.0.0.1:{port}"
-    try:
+class Peer:
+    """scim2-server 0.8.3 under uvicorn (bench/peer.py), started once and measured between our phases."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = spawn_peer(self.port)
+
+    async def wait_ready(self) -> None:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as client:
             while True:
                 try:
-                    (await client.get(f"{base}/v2/ServiceProviderConfig")).raise_for_status()
-                    break
+                    (await client.get(f"{self.base}/v2/ServiceProviderConfig")).raise_for_status()
+                    return
                 except httpx.HTTPError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
                         raise RuntimeError("scim2-server did not start") from None
                     await asyncio.sleep(0.2)
-        out: dict[str, dict[str, Any]] = {}
-        for phase, template in (("create", lua_create), ("patch", lua_patch)):
-            lua = template.replace("{base}", "/v2")
-            if phase == "patch":
-                async with httpx.AsyncClient(base_url=base) as client:
-                    lua = lua.replace("{ids}", _lua(await _ids(client, "/v2/Users")))
-            wrk(base, lua, 2, connections, warmup=0)
-            cpu = cpu_seconds([proc.pid])
-            load = wrk(base, lua, seconds, connections, warmup=0)
-            out[phase] = {
-                "requests": load["requests"],
-                "per_s": round(load["requests_per_s"]),
-                "p50_ms": load["p50_ms"],
-                "p99_ms": load["p99_ms"],
-                "cpu_ms_per_change": round((cpu_seconds([proc.pid]) - cpu) * 1000 / load["requests"], 3),
-                "peak_rss_mb": peak_rss_mb(proc.pid),
-            }
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+
+    async def phase(self, phase: str, template: str, seconds: int, connections: int) -> dict[str, Any]:
+        lua = template.replace("{base}", "/v2")
+        if phase == "patch":
+            async with httpx.AsyncClient(base_url=self.base) as client:
+                lua = lua.replace("{ids}", _lua(await _ids(client, "/v2/Users")))
+        wrk(self.base, lua, 2, connections, warmup=0)
+        cpu = cpu_seconds([self.proc.pid])
+        load = wrk(self.base, lua, seconds, connections, warmup=0)
+        return {
+            "requests": load["requests"],
+            "per_s": round(load["requests_per_s"]),
+            "p50_ms": load["p50_ms"],
+            "p99_ms": load["p99_ms"],
+            "cpu_ms_per_change": round((cpu_seconds([self.proc.pid]) - cpu) * 1000 / load["requests"], 3),
+            "peak_rss_mb": peak_rss_mb(self.proc.pid),
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
 
 
 def _lua(ids: list[str]) -> str:
@@ -136,8 +142,9 @@ def _lua(ids: list[str]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=15, help="each measured wrk run")
+    parser.add_argument("--seconds", type=int, default=40, help="each measured wrk run (>= 20,000 requests)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--no-peer", action="store_true", help="only our pipeline (quick A/B of a change)")
     args = parser.parse_args()
     url = await fresh_database(DB, schemas=tuple(d.schema_sql for d in DOMAINS.values()))
     tenant_id, token = await new_tenant(url)
@@ -146,22 +153,36 @@ async def main() -> None:
     patch = _PATCH.replace("{token}", token)
     create, patch = create.replace("{{", "{").replace("}}", "}"), patch.replace("{{", "{").replace("}}", "}")
     ours: dict[str, dict[str, Any]] = {}
-    with Pipeline(url).running() as pipe:
-        await pipe.wait_ready()
-        base = f"/scim/v2/{tenant_id}"
-        ours["create"] = await measure_phase(
-            pipe, url, "create", create.replace("{base}", base), args.seconds, args.connections
-        )
-        emit("pipeline", system="scimsync", **ours["create"])
-        headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(base_url=pipe.api, headers=headers) as client:
-            ids = await _ids(client, f"{base}/Users")
-        lua = patch.replace("{base}", base).replace("{ids}", _lua(ids))
-        ours["patch"] = await measure_phase(pipe, url, "patch", lua, args.seconds, args.connections)
-        emit("pipeline", system="scimsync", **ours["patch"])
-    peer = await peer_phases(create, patch, args.seconds, args.connections)
-    for phase, figures in peer.items():
-        emit("pipeline", system="scim2-server 0.8.3 (in memory, uvicorn)", phase=phase, **figures)
+    peer: dict[str, dict[str, Any]] = {}
+    others = None if args.no_peer else Peer()
+    try:
+        if others is not None:
+            await others.wait_ready()
+        with Pipeline(url).running() as pipe:
+            await pipe.wait_ready()
+            base = f"/scim/v2/{tenant_id}"
+            # Each of our phases, then the peer's same phase right after: a machine that slows down during the
+            # run moves both sides of a ratio alike.
+            for phase in ("create", "patch"):
+                if phase == "create":
+                    lua = create.replace("{base}", base)
+                else:
+                    headers = {"Authorization": f"Bearer {token}"}
+                    async with httpx.AsyncClient(base_url=pipe.api, headers=headers) as client:
+                        ids = await _ids(client, f"{base}/Users")
+                    lua = patch.replace("{base}", base).replace("{ids}", _lua(ids))
+                ours[phase] = await measure_phase(pipe, url, phase, lua, args.seconds, args.connections)
+                emit("pipeline", system="scimsync", **ours[phase])
+                if others is not None:
+                    peer[phase] = await others.phase(
+                        phase, create if phase == "create" else patch, args.seconds, args.connections
+                    )
+                    emit("pipeline", system=PEER, phase=phase, **peer[phase])
+    finally:
+        if others is not None:
+            others.stop()
+    if not peer:
+        return
     create_ratio = ours["create"]["per_s"] / peer["create"]["per_s"]
     patch_ratio = ours["patch"]["per_s"] / peer["patch"]["per_s"]
     emit(

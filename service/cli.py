@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import uvloop
 
 from consumers.cli import add_commands as add_consumer_commands
 from service import banner, logs
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, stream=_log_stream(args), fmt=settings.log_format)
     try:
         if args.is_async:
-            result: int = asyncio.run(args.run(settings, args))
+            result: int = uvloop.run(args.run(settings, args))  # the API's loop too: less CPU per event in the relay
             return result
         return int(args.run(settings, args))
     except (OSError, asyncpg.PostgresError) as exc:

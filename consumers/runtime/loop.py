@@ -74,6 +74,8 @@ class ConsumerLoop:
             isolation_level="read_committed",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_min_bytes=self.settings.fetch_min_bytes,
             **self.settings.kafka.client_options(),
         )
         consumer.subscribe(list(self.streams), listener=_Rebalance(self))
