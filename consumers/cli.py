@@ -83,18 +83,21 @@ def _settings() -> ConsumerSettings | None:
 
 def run_consume(args: argparse.Namespace) -> int:
     from consumers.domains import DOMAINS
-    from consumers.runtime import logs
+    from consumers.runtime import logs, tracing
     from consumers.runtime.process import run_until_signalled
 
     settings = _settings()
     if settings is None:
         return 2
     logs.configure(settings.log_level, fmt=settings.log_format)
+    tracing.setup(f"scimsync-consumer-{args.domain}")  # off without an OTLP endpoint
     try:
         return uvloop.run(run_until_signalled(DOMAINS[args.domain], settings))  # less CPU per event than asyncio's
     except (OSError, asyncpg.PostgresError) as exc:
         sys.stderr.write(f"scimsync: the {args.domain} consumer stopped ({type(exc).__name__}: {exc})\n")
         return 2
+    finally:
+        tracing.shutdown()  # after SIGTERM's graceful stop too: the last spans are exported before exit
 
 
 def run_rebuild(args: argparse.Namespace) -> int:

@@ -428,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"scimsync: {exc}\n")
         return 2
     logs.configure(settings.log_level, stream=_log_stream(args), fmt=settings.log_format)
+    traced = _traced_as(args)
+    if traced is not None:
+        from service import tracing  # imported only by the commands that trace: the others start faster
+
+        tracing.setup(traced)  # off without an OTLP endpoint (service/tracing.py)
     try:
         if args.is_async:
             result: int = uvloop.run(args.run(settings, args))  # the API's loop too: less CPU per event in the relay
@@ -436,6 +441,20 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError) as exc:
         sys.stderr.write(f"scimsync: cannot use the database ({type(exc).__name__}: {exc})\n")
         return 2
+    finally:
+        if traced is not None:
+            tracing.shutdown()  # after SIGTERM's graceful stop too: the last spans are exported before exit
+
+
+def _traced_as(args: argparse.Namespace) -> str | None:
+    """The default service name of the commands that publish events (the API sets up tracing in its app)."""
+    if args.command == "relay" and getattr(args, "action", "run") == "run":
+        return "scimsync-relay"
+    if args.command == "replay" and not args.dry_run:
+        return "scimsync-replay"
+    if args.command == "reconcile" and getattr(args, "fix", False):
+        return "scimsync-reconcile"
+    return None
 
 
 if __name__ == "__main__":

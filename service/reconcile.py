@@ -6,7 +6,8 @@ the same database here; reconcile reads them, it never writes them). `--fix` re-
 `scimsync_repair` header, the latest event of every user that differs (the consumers re-apply it even at
 the version they already hold) and the whole history of every group that differs, marked
 `scimsync_repair_through: N` (its latest version): a group event is a change, not a snapshot, so the
-consumer resets the team at its first event and re-applies the rest (consumers/runtime/domain.py).
+consumer resets the team at its first event and re-applies the rest (consumers/runtime/domain.py). Repairs are
+re-publications like a replay: `scimsync_replay: 1` too, and each event's stored `traceparent`.
 
 Exit status: 0 no drift, 1 drift found (repairs published with --fix), 2 could not check.
 """
@@ -187,6 +188,7 @@ async def repair(conn: Any, settings: Settings, report: Report) -> None:
         settings.topics(),
         settings.topic_partitions,
         security=settings.kafka.client_options(),
+        replay=True,  # marked `scimsync_replay: 1`; each event keeps its stored traceparent
     )
     try:
         if latest:

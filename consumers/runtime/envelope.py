@@ -32,6 +32,7 @@ class Event:
     erased: bool = False  # the user was deleted since: data is {"id", "erased": true}; apply only the version
     repair: bool = False  # the `scimsync_repair` header: apply also at the stored version (runtime/domain.py)
     repair_through: int | None = None  # `scimsync_repair_through`: a history re-sent up to this version
+    traceparent: str | None = None  # the CloudEvents distributed-tracing attribute: where the change began
 
     @property
     def user_id(self) -> str:
@@ -70,6 +71,7 @@ def decode(
         erased=data.get("erased") is True,
         repair=repair,
         repair_through=repair_through,
+        traceparent=traceparent if isinstance(traceparent := raw.get("traceparent"), str) else None,
     )
 
 

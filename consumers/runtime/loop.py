@@ -8,6 +8,9 @@ committed only after that transaction commits. A crash between the two re-delive
 gate turns the re-delivery into skips. The lock makes a rebalance wait for the batch in flight, which then
 commits before the partitions go. (getmany() itself never returns records fetched under an older assignment,
 and nothing can run between it returning and the lock being taken, since taking a free lock doesn't yield.)
+
+With tracing on (runtime/tracing.py), each record gets a CONSUMER span once its outcome is final (applied,
+skipped, held, dead-lettered), timed as the transaction (or decoding) that decided it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumers.runtime import gaps
+from consumers.runtime import gaps, tracing
 from consumers.runtime.database import FATAL_ERRORS, TRANSIENT_ERRORS
 from consumers.runtime.deadletter import DeadLetters
 from consumers.runtime.domain import REPAIR_HEADER, REPAIR_THROUGH_HEADER, Domain, Stream, advance_version
@@ -126,6 +129,7 @@ class ConsumerLoop:
         """Apply one partition's records in order; False when they must be read again (database unavailable)."""
         stream = self.streams[tp.topic]
         events: list[tuple[Any, Event]] = []
+        started = time.time_ns()
         try:
             for record in records:
                 try:
@@ -133,6 +137,8 @@ class ConsumerLoop:
                     events.append((record, event))
                 except InvalidEvent as exc:
                     await self._dead_letter(record, str(exc), kind=exc.kind, attempts=1)
+                    if tracing.enabled():
+                        self._traced(record, None, DEAD, started)
         except KafkaError as exc:
             self._log.warning(
                 "consumer.dead_letter_failed", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
@@ -140,6 +146,7 @@ class ConsumerLoop:
             return False
         if not events:
             return True
+        started = time.time_ns()
         try:
             try:
                 outcomes = await self._apply_batch(stream, events)
@@ -156,6 +163,9 @@ class ConsumerLoop:
                 "consumer.batch_deferred", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
             )
             return False
+        if tracing.enabled():
+            for (record, event), outcome in zip(events, outcomes, strict=True):
+                self._traced(record, event, outcome, started)
         counts = Counter(outcomes)
         for outcome in (APPLIED, DUPLICATE, UNKNOWN, HELD):
             self.metrics.add(outcome, counts[outcome], topic=tp.topic)
@@ -174,6 +184,17 @@ class ConsumerLoop:
             dead_lettered=counts[DEAD] + len(records) - len(events),
         )
         return True
+
+    def _traced(self, record: Any, event: Event | None, outcome: str, started_ns: int) -> None:
+        tracing.consumed(
+            domain=self.domain.name,
+            group=self.settings.group_id(self.domain.name),
+            record=record,
+            event=event,
+            outcome=outcome,
+            started_ns=started_ns,
+            ended_ns=time.time_ns(),
+        )
 
     async def _apply(self, conn: Any, stream: Stream, record: Any, event: Event) -> str:
         handler = stream.handlers.get(event.type)

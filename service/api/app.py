@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from consumers.runtime.metrics import serve as serve_metrics
-from service import logs, readiness
+from service import logs, readiness, tracing
 from service.admin.routes import mount as admin_mount
 from service.api import bulk, discovery, groups, health, metrics, prometheus, root_search, users
 from service.api.errors import HANDLERS
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        traced = tracing.setup("scimsync-api")  # in each worker process; off without an OTLP endpoint
         deps.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         deps.tenants = TenantDirectory(deps.pool)
         deps.audit = AuditLog(
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> Starlette:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        log.info("api.started", public_url=settings.public_url)
+        log.info("api.started", public_url=settings.public_url, tracing=traced)
         try:
             yield
         finally:
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
             await deps.tenants.stop()
             await deps.kafka.close()
             await deps.pool.close()
+            await asyncio.to_thread(tracing.shutdown)  # the last spans leave before the process does
             log.info("api.stopped")
 
     scim = Mount(

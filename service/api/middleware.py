@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware (contextvars survive, no per-request task): request id, audit, tenant auth."""
+"""Pure-ASGI middleware (contextvars survive, no per-request task): request id, audit, tracing, tenant auth."""
 
 from __future__ import annotations
 
@@ -9,22 +9,29 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import logs
+from service import logs, tracing
 from service.api.errors import error_response
 from service.domain.redaction import redacted_body
 
 log = logs.get("scimsync.access")
 _SCIM_PREFIX = "/scim/v2/{tenant_id}"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no trace worth keeping
 
 
 class RequestContext:
     """Binds a request id (the client's X-Request-Id if sane, else a new one), returns it as a header,
-    logs one access line and records the request in the audit log."""
+    logs one access line and records the request in the audit log.
+
+    Tracing (service/tracing.py): on, a SERVER span per request, named by its route template, a child of the
+    request's `traceparent` header if it sent one. Off, no span: only a `traceparent` header the request sent is
+    kept (tracing.incoming) for the events it writes."""
 
     def __init__(self, app: ASGIApp, deps: Any) -> None:
         self.app = app
@@ -55,6 +62,19 @@ class RequestContext:
         status = 500
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        span, attached, kept = None, None, None
+        traceparent = headers.get("traceparent")
+        if tracing.enabled():
+            if scope["path"] not in _UNTRACED:
+                span = tracing.tracer().start_span(
+                    scope["method"],
+                    context=tracing.parent(traceparent),
+                    kind=trace.SpanKind.SERVER,
+                    attributes={"http.request.method": scope["method"], "scimsync.request_id": request_id},
+                )
+                attached = otel_context.attach(trace.set_span_in_context(span))
+        elif traceparent is not None:
+            kept = tracing.incoming.set(tracing.normalise(traceparent))
 
         started_response = False
 
@@ -74,6 +94,8 @@ class RequestContext:
         except Exception as exc:
             # The last resort: a bug becomes a SCIM 500 carrying the request id, never a stack trace.
             log.exception("request.failed", error=type(exc).__name__)
+            if span is not None:
+                span.set_attribute("error.type", type(exc).__name__)
             if not started_response:
                 await error_response(500, "Internal server error; quote the X-Request-Id")(scope, receive, send_with_id)
         finally:
@@ -83,6 +105,12 @@ class RequestContext:
             route = route_template(scope)
             if route != "/metrics":
                 self.deps.metrics.observe_request(route, scope["method"], status, elapsed, context["tenant_id"])
+            if span is not None:
+                _end_request_span(span, scope["method"], route, status, context["tenant_id"])
+            if attached is not None:
+                otel_context.detach(attached)
+            if kept is not None:
+                tracing.incoming.reset(kept)
             if audited:
                 error = _scim_error(bytes(response_body)) if status >= 400 else {}
                 if status >= 400:
@@ -101,6 +129,18 @@ class RequestContext:
                     body=redacted_body(b"".join(request_chunks)) if status >= 400 else None,
                 )
                 log.debug("request.served", method=scope["method"], path=path, status=status, ms=round(elapsed_ms, 2))
+
+
+def _end_request_span(span: trace.Span, method: str, route: str, status: int, tenant_id: str | None) -> None:
+    """Name the span by its route template (never the raw path: ids; never the query: a filter can name a person)."""
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if tenant_id is not None:
+        span.set_attribute("scimsync.tenant_id", tenant_id)
+    if status >= 500:
+        span.set_status(trace.StatusCode.ERROR)
+    span.end()
 
 
 def route_template(scope: Scope) -> str:

@@ -32,6 +32,7 @@ class StoredEvent:
     occurred_at: datetime
     data: Any  # the snapshot (users.event_data): a dict, or pre-serialised JSON the encoder passes through
     aggregate: str = "user"  # "user" | "group": which topic, and which version attribute
+    traceparent: str | None = None  # W3C trace context of the write that recorded it (service/tracing.py)
 
     @property
     def version_attribute(self) -> str:
@@ -51,8 +52,9 @@ def rfc3339(moment: datetime) -> str:
 
 
 def envelope(event: StoredEvent) -> dict[str, Any]:
-    """The CloudEvents 1.0 JSON event (the Kafka value)."""
-    return {
+    """The CloudEvents 1.0 JSON event (the Kafka value). `traceparent` (the CloudEvents distributed-tracing
+    extension) is where the change began, the same on every re-delivery; absent when the write wasn't traced."""
+    value: dict[str, Any] = {
         "specversion": SPECVERSION,
         "id": event.id,
         "type": event.type,
@@ -65,6 +67,9 @@ def envelope(event: StoredEvent) -> dict[str, Any]:
         event.version_attribute: event.version,
         "data": event.data,
     }
+    if event.traceparent is not None:
+        value["traceparent"] = event.traceparent
+    return value
 
 
 def key(event: StoredEvent) -> bytes:

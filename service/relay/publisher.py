@@ -12,6 +12,10 @@ the batch, so the relay can park it and keep that stream's order. A record over 
 by the client before anything is sent. A refusal by the broker fails the whole producer batch it was in
 (other keys of its partition too), so after one the records that failed are sent again one at a time, each
 alone in its request, to learn which of them Kafka really refuses.
+
+Tracing (service/tracing.py): every record carries a `traceparent` header when its event has one: the stored one,
+or with tracing on that of the record's own PRODUCER span (a child of the stored one), ended when Kafka answers.
+A publisher made with `replay=True` (`scimsync replay`, `reconcile --fix`) also sets `scimsync_replay: 1`.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
     for_code,
 )
+from opentelemetry import trace
 
-from service import logs
+from service import logs, tracing
 from service.domain import events
 from service.domain.events import StoredEvent
 
@@ -90,6 +95,18 @@ class Outcome:
             raise RecordRefused(f"Kafka refused event {first.event.sequence} for good ({first.reason})")
 
 
+def _failure(done: asyncio.Future[Any]) -> BaseException | None:
+    if done.cancelled():
+        return asyncio.CancelledError()
+    return done.exception()
+
+
+def _end_span(span: trace.Span, error: BaseException | None) -> None:
+    if error is not None:
+        span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+    span.end()
+
+
 def _stream(event: StoredEvent) -> tuple[str, str, str]:
     return event.aggregate, event.tenant_id, event.subject
 
@@ -108,8 +125,10 @@ class Publisher:
         linger_ms: int = 5,
         delivery_timeout: float = 10.0,
         security: Mapping[str, Any] | None = None,
+        replay: bool = False,
     ) -> None:
         self.topics = topics  # aggregate ("user", "group") → topic
+        self._replay = replay  # re-publishing from the log: marked on every record and span
         self._bootstrap = bootstrap_servers
         self._partitions = partitions
         self._replication = replication_factor
@@ -195,12 +214,27 @@ class Publisher:
     async def _send(
         self, producer: AIOKafkaProducer, event: StoredEvent, extra_headers: Sequence[tuple[str, bytes]]
     ) -> Any:
-        return await producer.send(
-            self.topics[event.aggregate],
-            value=orjson.dumps(events.envelope(event)),
-            key=events.key(event),
-            headers=[*events.headers(event), *extra_headers],
-        )
+        """Queue the record; the future of Kafka's answer. A span (tracing on) ends with that answer."""
+        topic = self.topics[event.aggregate]
+        headers = [*events.headers(event), *extra_headers]
+        if self._replay:
+            headers.append((tracing.REPLAY_HEADER, b"1"))
+        span = tracing.publishing(event, topic, self._replay) if tracing.enabled() else None
+        if span is not None:
+            headers.append((tracing.TRACEPARENT, tracing.format_traceparent(span.get_span_context()).encode()))
+        elif event.traceparent is not None:
+            headers.append((tracing.TRACEPARENT, event.traceparent.encode()))
+        try:
+            future = await producer.send(
+                topic, value=orjson.dumps(events.envelope(event)), key=events.key(event), headers=headers
+            )
+        except BaseException as exc:
+            if span is not None:
+                _end_span(span, exc)
+            raise
+        if span is not None:
+            future.add_done_callback(lambda done: _end_span(span, _failure(done)))
+        return future
 
     async def close(self) -> None:
         """Stop the producer after the relay's last batch (nothing is pending then)."""

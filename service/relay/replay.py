@@ -3,7 +3,8 @@
 For SREs after an incident: re-deliver what a consumer missed, or feed a new consumer. Replayed events
 are the same events (same `id`, `sequence`, `userversion`/`groupversion`, built from the same row), so
 consumers that dedupe by version apply each change at most once. Replay doesn't touch `published_at`:
-the relay's own progress is unaffected.
+the relay's own progress is unaffected. Each record carries the Kafka header `scimsync_replay: 1` and its event's
+stored `traceparent`, so a traced consumer's span joins the trace of the original change, marked as a replay.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
             settings.topic_partitions,
             options.replication_factor,
             security=settings.kafka.client_options(),
+            replay=True,  # marked `scimsync_replay: 1`; each event keeps its stored traceparent
         )
     )
     progress = _Progress(await outbox.count_selected(conn, options.selection), enabled=sys.stderr.isatty())

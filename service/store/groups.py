@@ -30,6 +30,7 @@ from service.domain.versions import check_version
 from service.store.filter_sql import GROUP_COLUMNS
 from service.store.ids import resource_id
 from service.store.paging import fetch_page
+from service.tracing import OutboxWrite
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
 
@@ -43,13 +44,13 @@ WITH g AS (
     INSERT INTO group_members (tenant_id, group_id, user_id)
     SELECT $1, g.id, u FROM g, unnest($7::uuid[]) AS u
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $8, $1, 'group', g.id, 'group.created', 1, $6, $9 FROM g
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+SELECT $8, $1, 'group', g.id, 'group.created', 1, $6, $9, $11 FROM g
 """
 
 _EVENT = """
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-VALUES ($1, $2, 'group', $3, $4, $5, $6, $7)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+VALUES ($1, $2, 'group', $3, $4, $5, $6, $7, $8)
 """
 
 _UPDATE = """
@@ -58,8 +59,8 @@ WITH g AS (
     WHERE tenant_id = $1 AND id = $2
     RETURNING id
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $8, $1, 'group', g.id, 'group.updated', $6, $7, $9 FROM g
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+SELECT $8, $1, 'group', g.id, 'group.updated', $6, $7, $9, $10 FROM g
 """
 
 # $3: the ids to add; $4: the ids to remove (_CHANGE_MEMBERS) or to keep (_REPLACE_MEMBERS). The two differ only
@@ -88,9 +89,9 @@ WITH removed AS (
     WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM parts)
     RETURNING groups.id
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
 SELECT CASE WHEN parts.part = 0 THEN $7 ELSE gen_random_uuid() END, $1, 'group', g.id, 'group.membership_changed',
-       $5 + parts.part, $6, jsonb_build_object('id', g.id::text, 'added', parts.added, 'removed', parts.removed)
+       $5 + parts.part, $6, jsonb_build_object('id', g.id::text, 'added', parts.added, 'removed', parts.removed), $9
 FROM g, parts
 ORDER BY parts.part
 RETURNING version
@@ -102,8 +103,8 @@ _DELETE = """
 WITH g AS (
     DELETE FROM groups WHERE tenant_id = $1 AND id = $2 RETURNING id, version
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $3, $1, 'group', g.id, 'group.deleted', g.version + 1, $4, jsonb_build_object('id', g.id::text) FROM g
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+SELECT $3, $1, 'group', g.id, 'group.deleted', g.version + 1, $4, jsonb_build_object('id', g.id::text), $5 FROM g
 """
 
 # One query for the members of a whole page of groups, in the primary key's order. With `display` (the user's
@@ -162,21 +163,26 @@ async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any], m
     (_, created), *more = domain.created_events(str(group_id), resource, members, MEMBERS_PER_EVENT)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                _CREATE,
-                tenant,
-                group_id,
-                resource["displayName"],
-                resource.get("externalId"),
-                resource,
-                now,
-                [uuid.UUID(m) for m in members],
-                uuid.uuid4(),
-                created,
-                1 + len(more),
-            )
-            for version, (kind, data) in enumerate(more, start=2):
-                await conn.execute(_EVENT, uuid.uuid4(), tenant, group_id, kind, version, now, data)
+            with OutboxWrite("group", str(group_id)) as write:
+                write.event(domain.CREATED, 1)
+                await conn.execute(
+                    _CREATE,
+                    tenant,
+                    group_id,
+                    resource["displayName"],
+                    resource.get("externalId"),
+                    resource,
+                    now,
+                    [uuid.UUID(m) for m in members],
+                    uuid.uuid4(),
+                    created,
+                    1 + len(more),
+                    write.traceparent,
+                )
+                for version, (kind, data) in enumerate(more, start=2):
+                    await conn.execute(
+                        _EVENT, uuid.uuid4(), tenant, group_id, kind, version, now, data, write.traceparent
+                    )
     except asyncpg.UniqueViolationError:
         raise _uniqueness() from None
     except asyncpg.ForeignKeyViolationError:
@@ -251,34 +257,40 @@ async def update(
             check_version(current.version, if_match)
             after, delta = change(current)
             version, now = current.version, datetime.now(UTC)
-            if after != current.resource:
-                check_resource_size("Group", len(orjson.dumps(after)))
-                version += 1
-                await conn.execute(
-                    _UPDATE,
-                    tenant,
-                    key,
-                    after["displayName"],
-                    after.get("externalId"),
-                    after,
-                    version,
-                    now,
-                    uuid.uuid4(),
-                    domain.event_data(current.id, after),
-                )
-            if not delta.empty:
-                written = await conn.fetch(
-                    _REPLACE_MEMBERS if delta.reset else _CHANGE_MEMBERS,
-                    tenant,
-                    key,
-                    [uuid.UUID(i) for i in delta.adds],
-                    [uuid.UUID(i) for i in (delta.adds if delta.reset else delta.removes)],
-                    version + 1,
-                    now,
-                    uuid.uuid4(),
-                    MEMBERS_PER_EVENT,
-                )
-                version += len(written)
+            if after == current.resource and delta.empty:
+                return current
+            with OutboxWrite("group", current.id) as write:
+                write.event(domain.UPDATED if after != current.resource else domain.MEMBERSHIP_CHANGED, version + 1)
+                if after != current.resource:
+                    check_resource_size("Group", len(orjson.dumps(after)))
+                    version += 1
+                    await conn.execute(
+                        _UPDATE,
+                        tenant,
+                        key,
+                        after["displayName"],
+                        after.get("externalId"),
+                        after,
+                        version,
+                        now,
+                        uuid.uuid4(),
+                        domain.event_data(current.id, after),
+                        write.traceparent,
+                    )
+                if not delta.empty:
+                    written = await conn.fetch(
+                        _REPLACE_MEMBERS if delta.reset else _CHANGE_MEMBERS,
+                        tenant,
+                        key,
+                        [uuid.UUID(i) for i in delta.adds],
+                        [uuid.UUID(i) for i in (delta.adds if delta.reset else delta.removes)],
+                        version + 1,
+                        now,
+                        uuid.uuid4(),
+                        MEMBERS_PER_EVENT,
+                        write.traceparent,
+                    )
+                    version += len(written)
     except asyncpg.UniqueViolationError:
         raise _uniqueness() from None
     except asyncpg.ForeignKeyViolationError:
@@ -298,6 +310,8 @@ async def delete(pool: asyncpg.Pool, tenant_id: str, group_id: str, if_match: st
             if row is None:
                 raise NotFound(f"Group {group_id} not found")
             check_version(record(row).version, if_match)
-        done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), datetime.now(UTC))
+        with OutboxWrite("group", str(key)) as write:
+            write.event(domain.DELETED)
+            done = await conn.execute(_DELETE, tenant, key, uuid.uuid4(), datetime.now(UTC), write.traceparent)
     if done != "INSERT 0 1":
         raise NotFound(f"Group {group_id} not found")

@@ -33,7 +33,7 @@ RELAY_LOCK = 7_202_612  # arbitrary, constant: the advisory lock id of the activ
 SLEEP_LOCK = 7_202_613  # held by the relay only while it waits: writers NOTIFY only then (migration 0004)
 
 # What every read of the log selects: the columns a StoredEvent is made of (`stored`).
-EVENT_COLUMNS = "sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data"
+EVENT_COLUMNS = "sequence, id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent"
 
 PARKED = "parked"
 HELD = "held"
@@ -208,6 +208,7 @@ def stored(row: Any) -> StoredEvent:
         occurred_at=row["occurred_at"],
         data=row["data"],
         aggregate=row["aggregate"],
+        traceparent=row["traceparent"],
     )
 
 

@@ -26,6 +26,7 @@ from service.store import holds
 from service.store.filter_sql import USER_COLUMNS
 from service.store.ids import resource_id
 from service.store.paging import fetch_page
+from service.tracing import OutboxWrite
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
 
@@ -35,8 +36,8 @@ WITH u AS (
     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7)
     RETURNING id
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $8, $1, 'user', u.id, 'user.created', 1, $7, $9 FROM u
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+SELECT $8, $1, 'user', u.id, 'user.created', 1, $7, $9, $10 FROM u
 """
 
 _UPDATE = """
@@ -45,8 +46,8 @@ WITH u AS (
     WHERE tenant_id = $1 AND id = $2
     RETURNING id
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $9, $1, 'user', u.id, $10, $7, $8, $11 FROM u
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+SELECT $9, $1, 'user', u.id, $10, $7, $8, $11, $12 FROM u
 """
 
 # Right to erasure: once a user is deleted, its earlier events keep only what isn't personal (ids, types,
@@ -61,8 +62,8 @@ _DELETE = """
 WITH u AS (
     DELETE FROM users WHERE tenant_id = $1 AND id = $2 RETURNING id, version
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
-SELECT $3, $1, 'user', u.id, 'user.deleted', u.version + 1, $4, jsonb_build_object('id', u.id::text) FROM u
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
+SELECT $3, $1, 'user', u.id, 'user.deleted', u.version + 1, $4, jsonb_build_object('id', u.id::text), $5 FROM u
 """
 
 
@@ -84,9 +85,9 @@ WITH m AS (
     FROM m WHERE groups.tenant_id = $1 AND groups.id = m.group_id
     RETURNING groups.id, groups.version
 )
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data)
+INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
 SELECT gen_random_uuid(), $1, 'group', g.id, 'group.membership_changed', g.version, $3,
-       jsonb_build_object('id', g.id::text, 'added', '[]'::jsonb, 'removed', jsonb_build_array($2::uuid::text))
+       jsonb_build_object('id', g.id::text, 'added', '[]'::jsonb, 'removed', jsonb_build_array($2::uuid::text)), $4
 FROM g
 """
 
@@ -146,18 +147,21 @@ async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any]) -
     user_id, now = uuid.uuid4(), datetime.now(UTC)
     tenant, _, user_name, external_id, active, _, _, _, _ = row(uuid.UUID(tenant_id), user_id, resource, now)
     try:
-        await pool.execute(
-            _CREATE,
-            tenant,
-            user_id,
-            user_name,
-            external_id,
-            active,
-            resource,
-            now,
-            uuid.uuid4(),
-            domain.event_data(str(user_id), resource),
-        )
+        with OutboxWrite("user", str(user_id)) as write:
+            write.event(domain.CREATED, 1)
+            await pool.execute(
+                _CREATE,
+                tenant,
+                user_id,
+                user_name,
+                external_id,
+                active,
+                resource,
+                now,
+                uuid.uuid4(),
+                domain.event_data(str(user_id), resource),
+                write.traceparent,
+            )
     except asyncpg.UniqueViolationError:
         raise _uniqueness(resource) from None
     return UserRecord(id=str(user_id), resource=resource, version=1, created=now, last_modified=now)
@@ -213,25 +217,28 @@ async def update(
             return current
         check_resource_size("User", len(orjson.dumps(after)))
         version, now, event_id = current.version + 1, datetime.now(UTC), uuid.uuid4()
-        try:
-            await conn.execute(
-                _UPDATE,
-                tenant,
-                key,
-                after["userName"],
-                after.get("externalId"),
-                domain.is_active(after),
-                after,
-                version,
-                now,
-                event_id,
-                kind,
-                domain.event_data(current.id, after),
-            )
-        except asyncpg.UniqueViolationError:
-            raise _uniqueness(after) from None
-        if kind == domain.DEACTIVATED:
-            await holds.after_deprovisioning(conn, tenant, event_id, now)
+        with OutboxWrite("user", current.id) as write:
+            write.event(kind, version)
+            try:
+                await conn.execute(
+                    _UPDATE,
+                    tenant,
+                    key,
+                    after["userName"],
+                    after.get("externalId"),
+                    domain.is_active(after),
+                    after,
+                    version,
+                    now,
+                    event_id,
+                    kind,
+                    domain.event_data(current.id, after),
+                    write.traceparent,
+                )
+            except asyncpg.UniqueViolationError:
+                raise _uniqueness(after) from None
+            if kind == domain.DEACTIVATED:
+                await holds.after_deprovisioning(conn, tenant, event_id, now)
     return UserRecord(id=current.id, resource=after, version=version, created=current.created, last_modified=now)
 
 
@@ -245,10 +252,12 @@ async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str
             raise NotFound(f"User {user_id} not found")
         check_version(_record(row).version, if_match)
         now, event_id = datetime.now(UTC), uuid.uuid4()
-        await conn.execute(_LOCK_GROUPS, tenant, key)
-        await conn.execute(_LEAVE_GROUPS, tenant, key, now)
-        done = await conn.execute(_DELETE, tenant, key, event_id, now)
-        await conn.execute(_ERASE, tenant, key)
-        await holds.after_deprovisioning(conn, tenant, event_id, now)
+        with OutboxWrite("user", str(key)) as write:
+            write.event(domain.DELETED)
+            await conn.execute(_LOCK_GROUPS, tenant, key)
+            await conn.execute(_LEAVE_GROUPS, tenant, key, now, write.traceparent)
+            done = await conn.execute(_DELETE, tenant, key, event_id, now, write.traceparent)
+            await conn.execute(_ERASE, tenant, key)
+            await holds.after_deprovisioning(conn, tenant, event_id, now)
     if done != "INSERT 0 1":
         raise NotFound(f"User {user_id} not found")
