@@ -97,7 +97,7 @@ class Load:
             await asyncio.sleep(0.02)
 
     async def wait_for_ok(self, since: float, count: int, within: float = 30) -> float:
-        """Until `count` writes sent after `since` (time.monotonic()) have worked. → when the first of them was answered."""
+        """Until `count` writes sent after `since` (monotonic) have worked. → when the first of them was answered."""
         deadline = time.monotonic() + within
         while len(ok := [o.answered for o in self.outcomes if o.sent > since and o.status in OK[o.op]]) < count:
             assert self._task is not None and not self._task.done(), "the load ended early"
