@@ -3,7 +3,8 @@
 One loop reads all of a domain's topics (its streams, runtime/domain.py) in one consumer group; each record is
 decoded, gated and handled by the stream of the topic it came from.
 
-Per partition, records are applied in order, a fetched batch in one database transaction; offsets (+1) are
+Per partition, records are applied in order, a fetched batch in one database transaction (a small fetch spread
+over several partitions, the steady state, shares one transaction: one commit per fetch); offsets (+1) are
 committed only after that transaction commits. A crash between the two re-delivers the batch, and the version
 gate turns the re-delivery into skips. The lock makes a rebalance wait for the batch in flight, which then
 commits before the partitions go. (getmany() itself never returns records fetched under an older assignment,
@@ -36,6 +37,9 @@ from consumers.runtime.settings import ConsumerSettings
 
 APPLIED, DUPLICATE, UNKNOWN, DEAD = "applied", "skipped_duplicate", "skipped_unknown_type", "dead_lettered"
 HELD = "held"
+# A fetch of at most this many records over several partitions is applied in one transaction; a bigger one (a
+# backlog) applies its partitions in parallel, one transaction each.
+SMALL_FETCH = 200
 HELD_MEASURE_INTERVAL_S = 5.0  # how often the held-streams gauges are read from the database (and after a change)
 
 
@@ -105,9 +109,12 @@ class ConsumerLoop:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
 
     async def process(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> bool:
-        """Apply a fetched batch (partitions in parallel) and commit; False if some must be read again."""
+        """Apply a fetched batch and commit; False if some must be read again."""
         items = list(fetched.items())
-        done = await asyncio.gather(*(self._partition(tp, records) for tp, records in items))
+        if len(items) > 1 and sum(len(records) for _, records in items) <= SMALL_FETCH:
+            done = await self._together(items)
+        else:
+            done = await asyncio.gather(*(self._partition(tp, records) for tp, records in items))
         offsets: dict[TopicPartition, int] = {}
         for (tp, records), ok in zip(items, done, strict=True):
             if ok:
@@ -125,8 +132,42 @@ class ConsumerLoop:
                 self._log.warning("consumer.commit_failed", error=type(exc).__name__)
         return all(done)
 
+    async def _together(self, items: list[tuple[TopicPartition, list[Any]]]) -> list[bool]:
+        """A small fetch (the steady state: a few events on each of several partitions) in one transaction: one
+        commit instead of one per partition. If it fails for another reason than the database being away, each
+        partition goes its own way (its batch, then event by event), so a poison event holds back only its own."""
+        decoded = [await self._decode(tp, records) for tp, records in items]
+        started = time.time_ns()
+        outcomes: list[list[str]] = []
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                for (tp, _), events in zip(items, decoded, strict=True):
+                    stream = self.streams[tp.topic]
+                    outcomes.append([await self._apply(conn, stream, r, e) for r, e in events or ()])
+        except (*TRANSIENT_ERRORS, *FATAL_ERRORS) as exc:
+            if not isinstance(exc, TRANSIENT_ERRORS):
+                raise
+            for tp, _ in items:
+                self._deferred(tp, exc)
+            return [False] * len(items)
+        except Exception as exc:
+            self._log.warning("consumer.batch_failed", partitions=len(items), error=type(exc).__name__)
+            return [
+                events is not None and await self._apply_partition(tp, records, events)
+                for (tp, records), events in zip(items, decoded, strict=True)
+            ]
+        for (tp, records), events, done in zip(items, decoded, outcomes, strict=True):
+            if events is not None:
+                self._applied(tp, records, events, done, started)
+        return [events is not None for events in decoded]
+
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> bool:
         """Apply one partition's records in order; False when they must be read again (database unavailable)."""
+        events = await self._decode(tp, records)
+        return events is not None and await self._apply_partition(tp, records, events)
+
+    async def _decode(self, tp: TopicPartition, records: list[Any]) -> list[tuple[Any, Event]] | None:
+        """The records' events; invalid ones dead-lettered. None if the DLQ can't be written (read them again)."""
         stream = self.streams[tp.topic]
         events: list[tuple[Any, Event]] = []
         started = time.time_ns()
@@ -143,9 +184,14 @@ class ConsumerLoop:
             self._log.warning(
                 "consumer.dead_letter_failed", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
             )
-            return False
+            return None
+        return events
+
+    async def _apply_partition(self, tp: TopicPartition, records: list[Any], events: list[tuple[Any, Event]]) -> bool:
+        """One partition's events in one transaction, or one by one after it failed; False: read them again."""
         if not events:
             return True
+        stream = self.streams[tp.topic]
         started = time.time_ns()
         try:
             try:
@@ -158,11 +204,27 @@ class ConsumerLoop:
                 )
                 outcomes = await self._apply_each(stream, events)
         except (*TRANSIENT_ERRORS, KafkaError) as exc:
-            self.metrics.add("transient_failures", topic=tp.topic)
-            self._log.warning(
-                "consumer.batch_deferred", topic=tp.topic, partition=tp.partition, error=type(exc).__name__
-            )
+            self._deferred(tp, exc)
             return False
+        self._applied(tp, records, events, outcomes, started)
+        return True
+
+    def _deferred(self, tp: TopicPartition, exc: BaseException) -> None:
+        self.metrics.add("transient_failures", topic=tp.topic)
+        self._log.warning("consumer.batch_deferred", topic=tp.topic, partition=tp.partition, error=type(exc).__name__)
+
+    def _applied(
+        self,
+        tp: TopicPartition,
+        records: list[Any],
+        events: list[tuple[Any, Event]],
+        outcomes: list[str],
+        started: int,
+    ) -> None:
+        """Count, trace and log what a partition's batch did."""
+        if not events:
+            return
+        stream = self.streams[tp.topic]
         if tracing.enabled():
             for (record, event), outcome in zip(events, outcomes, strict=True):
                 self._traced(record, event, outcome, started)
@@ -183,7 +245,6 @@ class ConsumerLoop:
             held=counts[HELD],
             dead_lettered=counts[DEAD] + len(records) - len(events),
         )
-        return True
 
     def _traced(self, record: Any, event: Event | None, outcome: str, started_ns: int) -> None:
         tracing.consumed(

@@ -189,6 +189,81 @@ async def test_a_handler_failing_every_attempt_is_dead_lettered_and_the_rest_app
     assert applied == {e["id"] for e in good}
 
 
+def _recording_domain(tmp_path: Path, explode: str = "explode@example.com") -> tuple[Domain, str, list[str]]:
+    """A domain whose handler records each event with its transaction id, and fails for `explode`."""
+    schema = f"spread_{uuid.uuid4().hex[:8]}"
+    sql = tmp_path / "schema.sql"
+    sql.write_text(
+        f"CREATE SCHEMA IF NOT EXISTS {schema};"
+        f"CREATE TABLE IF NOT EXISTS {schema}.versions (tenant_id uuid, user_id uuid, version bigint NOT NULL,"
+        " PRIMARY KEY (tenant_id, user_id));"
+        f"CREATE TABLE IF NOT EXISTS {schema}.applied (event_id uuid PRIMARY KEY, tx bigint NOT NULL);"
+    )
+    attempts: list[str] = []
+
+    async def record(conn: Any, event: Event) -> None:
+        if event.data.get("userName") == explode:
+            attempts.append(event.id)
+            raise RuntimeError("handler bug")
+        await conn.execute(f"INSERT INTO {schema}.applied VALUES ($1, txid_current())", event.id)
+
+    streams = {"user_topic": Stream(f"{schema}.versions", {"user.created": record})}
+    return Domain(name="spread", schema_sql=sql, streams=streams), schema, attempts
+
+
+async def _run_until_idle(domain: Domain, env: ConsumerEnv, total: int) -> ConsumerProcess:
+    process = ConsumerProcess(domain, env.settings())
+    await process.start()
+    task = asyncio.create_task(process.run())
+    try:
+        await until_idle(process, total)
+    finally:
+        process.stop()
+        await task
+        await process.close()
+    return process
+
+
+async def test_a_small_fetch_over_several_partitions_commits_once(env: ConsumerEnv, tmp_path: Path) -> None:
+    domain, schema, _ = _recording_domain(tmp_path)
+    tenant = str(uuid.uuid4())
+    spread = {p: [user_event("user.created", tenant, str(uuid.uuid4()), 1) for _ in range(2)] for p in (0, 1, 2)}
+    for partition, events in spread.items():
+        await produce(env.kafka, env.topic, events, partition=partition)
+    process = await _run_until_idle(domain, env, 6)
+    assert process.metrics.counts["applied"] == 6
+    conn = await db_connect(env)
+    try:
+        tx = {str(r["event_id"]): r["tx"] for r in await conn.fetch(f"SELECT event_id, tx FROM {schema}.applied")}
+    finally:
+        await conn.close()
+    assert set(tx) == {e["id"] for events in spread.values() for e in events}
+    # Fetched together (they were all there before the consumer started): one transaction for all partitions.
+    assert len(set(tx.values())) < len(spread), tx
+
+
+async def test_a_poison_event_in_a_shared_fetch_holds_back_only_itself(env: ConsumerEnv, tmp_path: Path) -> None:
+    domain, schema, attempts = _recording_domain(tmp_path)
+    tenant = str(uuid.uuid4())
+    good = {p: [user_event("user.created", tenant, str(uuid.uuid4()), 1) for _ in range(3)] for p in (0, 2)}
+    bad = user_event("user.created", tenant, str(uuid.uuid4()), 1, user_name="explode@example.com")
+    for partition, events in good.items():
+        await produce(env.kafka, env.topic, events, partition=partition)
+    await produce(env.kafka, env.topic, [bad], partition=1)
+    process = await _run_until_idle(domain, env, 7)
+    assert process.metrics.counts["applied"] == 6
+    assert process.metrics.counts["dead_lettered"] == 1
+    assert len(attempts) >= 1 + 3  # the shared fetch and/or its partition's batch, then three attempts on its own
+    dead = await read_topic(env.kafka, env.dlq, expected=1)
+    assert dict(dead[0].headers)["ce_id"] == bad["id"].encode()
+    conn = await db_connect(env)
+    try:
+        applied = {str(r["event_id"]) for r in await conn.fetch(f"SELECT event_id FROM {schema}.applied")}
+    finally:
+        await conn.close()
+    assert applied == {e["id"] for events in good.values() for e in events}
+
+
 async def test_sigterm_finishes_the_batch_and_commits(env: ConsumerEnv) -> None:
     tenant = str(uuid.uuid4())
     users = [str(uuid.uuid4()) for _ in range(400)]
