@@ -1,7 +1,8 @@
 """Users in Postgres. Every write commits the user row and its event (the outbox row) together.
 
 Creates and deletes are one statement each (`WITH … INSERT INTO events`): one round trip, atomic.
-Updates lock the row, let the domain compute the new state, and write row and event in one statement.
+Updates read the row, let the domain compute the new state, and write row and event in one statement if the
+version is still the one read (optimistic; a deactivation locks the row for the deprovisioning brake).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SELECT $8, $1, 'user', u.id, 'user.created', 1, $7, $9, $10 FROM u
 _UPDATE = """
 WITH u AS (
     UPDATE users SET user_name = $3, external_id = $4, active = $5, resource = $6, version = $7, updated_at = $8
-    WHERE tenant_id = $1 AND id = $2
+    WHERE tenant_id = $1 AND id = $2 AND version = $7 - 1
     RETURNING id
 )
 INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
@@ -191,6 +192,10 @@ async def search(
     return Page(total, [_record(r) for r in rows])
 
 
+# An optimistic write that finds the user changed since it was read reads again, at most this often; then it locks.
+_OPTIMISTIC_TRIES = 3
+
+
 async def update(
     pool: asyncpg.Pool,
     tenant_id: str,
@@ -198,48 +203,90 @@ async def update(
     change: Callable[[UserRecord], dict[str, Any]],
     if_match: str | None = None,
 ) -> UserRecord:
-    """Lock the user, compute its new state with `change`, and write it with its event.
+    """Compute the user's new state with `change` and write it with its event.
 
-    A change that changes nothing writes nothing: no new version, no event.
+    A change that changes nothing writes nothing: no new version, no event. Optimistic, because nearly every
+    write to a user is the only one in flight: read the row, compute, then one statement writes row and event only
+    if the version is still the one read (two round trips, no explicit transaction, instead of BEGIN, SELECT …
+    FOR UPDATE, UPDATE, COMMIT). A writer that got there first makes us read again. A deactivation takes the
+    locked path: the deprovisioning brake counts it in the same transaction.
     """
     tenant, key = uuid.UUID(tenant_id), resource_id(user_id, "User")
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
+    for _ in range(_OPTIMISTIC_TRIES):
+        current, after, kind = _changed(
+            await pool.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2", tenant, key),
+            user_id,
+            change,
+            if_match,
         )
-        if row is None:
-            raise NotFound(f"User {user_id} not found")
-        current = _record(row)
-        check_version(current.version, if_match)
-        after = change(current)
-        kind = domain.event_type(current.resource, after)
         if kind is None:
             return current
-        check_resource_size("User", len(orjson.dumps(after)))
-        version, now, event_id = current.version + 1, datetime.now(UTC), uuid.uuid4()
-        with OutboxWrite("user", current.id) as write:
-            write.event(kind, version)
-            try:
-                await conn.execute(
-                    _UPDATE,
-                    tenant,
-                    key,
-                    after["userName"],
-                    after.get("externalId"),
-                    domain.is_active(after),
-                    after,
-                    version,
-                    now,
-                    event_id,
-                    kind,
-                    domain.event_data(current.id, after),
-                    write.traceparent,
-                )
-            except asyncpg.UniqueViolationError:
-                raise _uniqueness(after) from None
-            if kind == domain.DEACTIVATED:
-                await holds.after_deprovisioning(conn, tenant, event_id, now)
-    return UserRecord(id=current.id, resource=after, version=version, created=current.created, last_modified=now)
+        if kind == domain.DEACTIVATED:
+            break
+        written = await _write(pool, tenant, key, current, after, kind)
+        if written is not None:
+            return written[0]
+    async with pool.acquire() as conn, conn.transaction():
+        current, after, kind = _changed(
+            await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
+            ),
+            user_id,
+            change,
+            if_match,
+        )
+        if kind is None:
+            return current
+        written = await _write(conn, tenant, key, current, after, kind)
+        assert written is not None  # the row is locked: its version is still the one read
+        user, event_id = written
+        if kind == domain.DEACTIVATED:
+            await holds.after_deprovisioning(conn, tenant, event_id, user.last_modified)
+        return user
+
+
+def _changed(
+    row: Any, user_id: str, change: Callable[[UserRecord], dict[str, Any]], if_match: str | None
+) -> tuple[UserRecord, dict[str, Any], str | None]:
+    """The user as read, its state after `change`, and the event that makes (None: nothing changes)."""
+    if row is None:
+        raise NotFound(f"User {user_id} not found")
+    current = _record(row)
+    check_version(current.version, if_match)
+    after = change(current)
+    return current, after, domain.event_type(current.resource, after)
+
+
+async def _write(
+    db: Any, tenant: uuid.UUID, key: uuid.UUID, current: UserRecord, after: dict[str, Any], kind: str
+) -> tuple[UserRecord, uuid.UUID] | None:
+    """Row and event in one statement if the user is still at `current.version` (→ the user, the event's id);
+    None if it moved on."""
+    check_resource_size("User", len(orjson.dumps(after)))
+    version, now, event_id = current.version + 1, datetime.now(UTC), uuid.uuid4()
+    with OutboxWrite("user", current.id) as write:
+        write.event(kind, version)
+        try:
+            done = await db.execute(
+                _UPDATE,
+                tenant,
+                key,
+                after["userName"],
+                after.get("externalId"),
+                domain.is_active(after),
+                after,
+                version,
+                now,
+                event_id,
+                kind,
+                domain.event_data(current.id, after),
+                write.traceparent,
+            )
+        except asyncpg.UniqueViolationError:
+            raise _uniqueness(after) from None
+    if done != "INSERT 0 1":
+        return None
+    return UserRecord(current.id, after, version, current.created, now), event_id
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str | None = None) -> None:

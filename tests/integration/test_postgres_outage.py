@@ -134,7 +134,13 @@ async def test_a_transaction_cut_midway_is_503_and_leaves_nothing_half_written(
     try:
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as scim:
             user = (await scim.post("/Users", json={"userName": "midway@example.com"})).json()
-            patch = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "slow"}]}
+            # A deactivation: a transaction of several statements (row, event, the deprovisioning brake's count).
+            # Other writes are one statement each, atomic by themselves.
+            operations = [
+                {"op": "replace", "path": "title", "value": "slow"},
+                {"op": "replace", "value": {"active": False}},
+            ]
+            patch = {"schemas": [PATCH_OP], "Operations": operations}
             pending = asyncio.create_task(scim.patch(f"/Users/{user['id']}", json=patch))
             started = time.monotonic()
             while not await db.fetchval(
@@ -147,7 +153,7 @@ async def test_a_transaction_cut_midway_is_503_and_leaves_nothing_half_written(
             await proxied_api.proxy.restore()
             await _poll_until_ok(scim, f"/Users/{user['id']}")
             after = (await scim.get(f"/Users/{user['id']}")).json()
-            assert after["meta"]["version"] == 'W/"1"' and "title" not in after
+            assert after["meta"]["version"] == 'W/"1"' and "title" not in after and after["active"] is True
     finally:
         await db.execute("DROP TRIGGER IF EXISTS test_slow ON users")
     events = await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", uuid.UUID(tenant.id))

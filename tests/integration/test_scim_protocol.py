@@ -178,6 +178,35 @@ async def test_fifty_identical_creates_race_to_one_201(tenant: TenantInfo, db: A
     assert await user_count(db, tenant.id) == 1
 
 
+async def test_thirty_concurrent_patches_of_one_user_lose_nothing(tenant: TenantInfo, db: Any) -> None:
+    limits = httpx.Limits(max_connections=30)
+    async with httpx.AsyncClient(base_url=tenant.base_url, headers=tenant.headers, limits=limits, timeout=30) as client:
+        user = (await client.post("/Users", json={"userName": "crowd@example.com"})).json()["id"]
+        emails = [f"crowd{n}@example.com" for n in range(30)]
+        responses = await asyncio.gather(
+            *(
+                client.patch(
+                    f"/Users/{user}",
+                    json={
+                        "schemas": [PATCH_OP],
+                        "Operations": [{"op": "add", "path": "emails", "value": [{"value": e, "type": "other"}]}],
+                    },
+                )
+                for e in emails
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * 30
+        after = await client.get(f"/Users/{user}")
+    assert sorted(e["value"] for e in after.json()["emails"]) == sorted(emails)  # every PATCH saw the one before
+    assert after.headers["etag"] == 'W/"31"'
+    versions = await db.fetch(
+        "SELECT version FROM events WHERE tenant_id = $1 AND subject = $2 ORDER BY sequence",
+        uuid.UUID(tenant.id),
+        uuid.UUID(user),
+    )
+    assert [r["version"] for r in versions] == list(range(1, 32))  # one event per PATCH, in commit order
+
+
 async def test_sort_and_search_endpoint(scim: httpx.AsyncClient) -> None:
     for name in ("carol", "alice", "bob"):
         await scim.post("/Users", json={"userName": f"{name}@example.com", "name": {"familyName": name.title()}})
