@@ -61,7 +61,10 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         traced = tracing.setup("scimsync-api")  # in each worker process; off without an OTLP endpoint
-        deps.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        # Postgres away at start (e.g. a failover while the pod starts): start anyway, answer 503 until it is back.
+        deps.pool = await create_pool(
+            settings.database_url, settings.db_pool_min, settings.db_pool_max, tolerate_unreachable=True
+        )
         deps.tenants = TenantDirectory(deps.pool)
         deps.audit = AuditLog(
             deps.pool, retention_days=settings.audit_retention_days, max_pending=settings.audit_max_pending
