@@ -12,11 +12,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from consumers.runtime.metrics import serve as serve_metrics
 from service import logs, readiness, tracing
 from service.admin.routes import mount as admin_mount
-from service.api import bulk, discovery, groups, health, metrics, prometheus, root_search, users
+from service.api import bulk, discovery, groups, hangup, health, metrics, prometheus, root_search, users
 from service.api.errors import HANDLERS
 from service.api.gauges import GaugeRefresher
 from service.api.limits import TenantLimits
@@ -101,7 +102,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*users.routes, *groups.routes, *bulk.routes, *root_search.routes, *discovery.routes],
         middleware=[Middleware(TenantAuth, deps=deps), Middleware(TenantLimits, deps=deps)],
     )
-    app = Starlette(
+    app = _App(
         routes=[*health.routes, *metrics.routes, scim, admin_mount()],
         middleware=[Middleware(ContentNegotiation), Middleware(RequestContext, deps=deps)],
         exception_handlers=HANDLERS,
@@ -109,6 +110,13 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.deps = deps
     return app
+
+
+class _App(Starlette):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hangup.offer(scope, send)  # the server's own send: middleware wraps it from here on
+        await super().__call__(scope, receive, send)
 
 
 def app_from_env() -> Starlette:
