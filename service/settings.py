@@ -53,6 +53,9 @@ class Settings:
     rate_limit_burst: int = 200
     rate_limit_hold_seconds: float = 1.0  # a 429 is answered after this long (at most its Retry-After)
     tenant_concurrency: int = 8  # a tenant's requests in flight per API process; more wait their turn
+    # A streamed response (a big group) whose client takes longer than this to accept a chunk is cut off: its
+    # database connection must not wait for a reader that stopped reading.
+    stream_write_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +92,7 @@ class Settings:
             rate_limit_burst=_int(env, "SCIMSYNC_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
             rate_limit_hold_seconds=_int(env, "SCIMSYNC_RATE_LIMIT_HOLD_MS", 1000, minimum=0) / 1000,
             tenant_concurrency=_int(env, "SCIMSYNC_TENANT_CONCURRENCY", cls.tenant_concurrency, minimum=1),
+            stream_write_timeout_seconds=_int(env, "SCIMSYNC_STREAM_WRITE_TIMEOUT_MS", 30_000, minimum=100) / 1000,
         )
         settings.validate()
         return settings

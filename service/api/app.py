@@ -12,11 +12,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from consumers.runtime.metrics import serve as serve_metrics
 from service import logs, readiness, tracing
 from service.admin.routes import mount as admin_mount
-from service.api import bulk, discovery, groups, health, metrics, prometheus, root_search, users
+from service.api import bulk, discovery, groups, hangup, health, metrics, prometheus, root_search, users
 from service.api.errors import HANDLERS
 from service.api.gauges import GaugeRefresher
 from service.api.limits import TenantLimits
@@ -61,7 +62,10 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         traced = tracing.setup("scimsync-api")  # in each worker process; off without an OTLP endpoint
-        deps.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        # Postgres away at start (e.g. a failover while the pod starts): start anyway, answer 503 until it is back.
+        deps.pool = await create_pool(
+            settings.database_url, settings.db_pool_min, settings.db_pool_max, tolerate_unreachable=True
+        )
         deps.tenants = TenantDirectory(deps.pool)
         deps.audit = AuditLog(
             deps.pool, retention_days=settings.audit_retention_days, max_pending=settings.audit_max_pending
@@ -98,7 +102,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*users.routes, *groups.routes, *bulk.routes, *root_search.routes, *discovery.routes],
         middleware=[Middleware(TenantAuth, deps=deps), Middleware(TenantLimits, deps=deps)],
     )
-    app = Starlette(
+    app = _App(
         routes=[*health.routes, *metrics.routes, scim, admin_mount()],
         middleware=[Middleware(ContentNegotiation), Middleware(RequestContext, deps=deps)],
         exception_handlers=HANDLERS,
@@ -106,6 +110,13 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.deps = deps
     return app
+
+
+class _App(Starlette):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hangup.offer(scope, send)  # the server's own send: middleware wraps it from here on
+        await super().__call__(scope, receive, send)
 
 
 def app_from_env() -> Starlette:

@@ -19,6 +19,7 @@ BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 REQUEST_SECONDS = "scimsync_http_request_duration_seconds"
 REFUSED = "scimsync_scim_refused_total"
 RATE_LIMITED = "scimsync_rate_limited_total"
+STREAM_STALLS = "scimsync_stream_stalls_total"
 UNPUBLISHED = "scimsync_outbox_unpublished_events"
 OLDEST_AGE = "scimsync_outbox_oldest_unpublished_age_seconds"
 PARKED = "scimsync_relay_parked_events"
@@ -31,6 +32,10 @@ HELP = {
     REQUEST_SECONDS: ("histogram", "SCIM API request latency by route template, method and status class."),
     REFUSED: ("counter", "SCIM requests answered with an error (4xx/5xx), by status and scimType."),
     RATE_LIMITED: ("counter", "SCIM requests refused with 429 because their tenant was over its rate limit."),
+    STREAM_STALLS: (
+        "counter",
+        "Streamed responses (big groups) cut off because their client stopped reading.",
+    ),
     UNPUBLISHED: ("gauge", "Events in the event log not yet published to Kafka."),
     OLDEST_AGE: ("gauge", "Age of the oldest event the relay may publish (0 if none): the relay's lag."),
     PARKED: (
@@ -73,6 +78,7 @@ class ApiMetrics:
     requests: dict[Labels, _Histogram] = field(default_factory=lambda: defaultdict(_Histogram))
     refused_counts: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     rate_limited_counts: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
+    stream_stalls: int = 0
     gauges: dict[str, dict[Labels, float]] = field(default_factory=dict)
     gauges_refreshed_at: float | None = None  # time.monotonic() of the last refresh
 
@@ -90,6 +96,9 @@ class ApiMetrics:
 
     def rate_limited(self, tenant_id: str | None = None) -> None:
         self.rate_limited_counts[self._tenant(tenant_id)] += 1
+
+    def stream_stalled(self) -> None:
+        self.stream_stalls += 1
 
     def set_gauges(self, values: dict[str, dict[Labels, float]], now: float) -> None:
         self.gauges = values
@@ -113,6 +122,8 @@ class ApiMetrics:
         if not rate_limited and not self.tenant_label:
             rate_limited[()] = 0  # present from the start, so rate() works from the first 429
         out += [f"{RATE_LIMITED}{_fmt(k)} {v}" for k, v in sorted(rate_limited.items())]
+        self._header(out, STREAM_STALLS)
+        out.append(f"{STREAM_STALLS} {self.stream_stalls}")
         for name in (UNPUBLISHED, OLDEST_AGE, PARKED, HELD, HELD_AGE, DEPENDENCY_UP):
             series = self.gauges.get(name)
             if series:

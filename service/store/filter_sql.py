@@ -24,6 +24,7 @@ from decimal import Decimal
 from service.domain.errors import InvalidFilter, InvalidValue
 from service.domain.filter import (
     And,
+    Compare,
     Expr,
     Not,
     Or,
@@ -186,13 +187,25 @@ class _Compiler:
         if value is None:
             present = self.leaf(ref, scope, lambda o: self.present(o, ref))
             return present if e.op == "ne" else f"(NOT {present})"
-        indexed = self.columns.lowered_arrays.get(ref.key) if scope is None else None
-        if indexed is not None and e.op == "eq" and isinstance(value, str) and not ref.target.case_exact:
-            return f"({indexed} @> ARRAY[lower({self.param(value, 'text')})])"  # same matches as the EXISTS below
+        indexed = self.indexed(e) if scope is None else None
+        if indexed is not None:
+            return indexed  # same matches as the EXISTS below
         if e.op == "ne":
             eq = self.leaf(ref, scope, lambda o: self.compare(o, ref, "eq", value))
             return f"(NOT COALESCE({eq}, FALSE))"
         return self.leaf(ref, scope, lambda o: self.compare(o, ref, e.op, value))
+
+    def indexed(self, e: Compare) -> str | None:
+        """`emails.value eq "x"` as `scim_emails(resource) @> ARRAY[lower(x)]`, which the GIN index serves: true
+        exactly when some element's `value`, lower-cased, is lower(x). None for any other comparison."""
+        ref = comparable(e.attr)
+        indexed = self.columns.lowered_arrays.get(ref.key)
+        if indexed is None or e.op != "eq" or ref.target.case_exact:
+            return None
+        value = check_compare(ref, e.op, e.value)
+        if not isinstance(value, str):
+            return None
+        return f"({indexed} @> ARRAY[lower({self.param(value, 'text')})])"
 
     def leaf(self, ref: AttrRef, scope: str | Relation | None, build: Callable[[_Operand], str]) -> str:
         """Apply `build` to where `ref` is stored; multi-valued attributes become EXISTS over their elements."""
@@ -228,11 +241,19 @@ class _Compiler:
         j = _Operand(self.columns.resource, e.attr.key).jsonb()
         if not e.attr.attr.multi_valued:  # `manager[value eq "x"]`: the object itself is the element
             return f"(jsonb_typeof({j}) = 'object' AND {self.expr(e.filter, j)})"
+        # `emails[value eq "x"]` is `emails.value eq "x"`: the indexed test alone (a non-object element has no
+        # `value`). Combined by `and` with more (`emails[type eq "work" and value eq "x"]`) the indexed test is a
+        # necessary condition, put first so that the index narrows the rows the EXISTS then checks.
+        conditions = _conjuncts(e.filter)
+        hints = [hint for c in conditions if isinstance(c, Compare) and (hint := self.indexed(c)) is not None]
+        if hints and len(conditions) == 1:
+            return hints[0]
         inner = self.expr(e.filter, "e.v")
-        return (
+        exists = (
             f"EXISTS (SELECT 1 FROM jsonb_array_elements({_array(j)}) AS e(v) "
             f"WHERE jsonb_typeof(e.v) = 'object' AND {inner})"
         )
+        return f"({' AND '.join([*hints, exists])})" if hints else exists
 
     def present(self, o: _Operand, ref: AttrRef) -> str:
         """Never NULL: false for a missing attribute, null, "", [] and {}."""
@@ -274,6 +295,13 @@ class _Compiler:
         if op == "eq":
             return f"({x} = {p})"
         return f'(({x}) COLLATE "C" {_SQL_OP[op]} {p})'
+
+
+def _conjuncts(e: Expr) -> list[Expr]:
+    """The terms of `a and b and ...` (just `e` when it is no `and`): each must hold when `e` does."""
+    if isinstance(e, And):
+        return [*_conjuncts(e.left), *_conjuncts(e.right)]
+    return [e]
 
 
 def to_sql(expr: Expr, params: list[object], columns: Columns = USER_COLUMNS) -> str:

@@ -7,6 +7,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service import logs
+
+log = logs.get(__name__)
+
 # Errors that mean "Postgres can't be reached right now" (a restart, a failover, a network cut, no free
 # connection slot), not a bug: the API answers them 503 with Retry-After (api/errors.py) and the pool
 # reconnects on its own afterwards. Any other error from Postgres stays a 500.
@@ -74,7 +78,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(database_url: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(
+    database_url: str, min_size: int = 2, max_size: int = 20, *, tolerate_unreachable: bool = False
+) -> asyncpg.Pool:
+    """The pool, with `min_size` connections open. With `tolerate_unreachable` (the API) a Postgres that can't be
+    reached yet (a pod scheduled during a failover) is no reason to fail: the pool is created empty, every call
+    meanwhile fails as in any outage (UNREACHABLE, a 503), and connections open on first use once it is back."""
+    try:
+        return await _create_pool(database_url, min_size, max_size)
+    except UNREACHABLE as exc:
+        if not tolerate_unreachable or min_size == 0:
+            raise
+        log.warning("postgres.unreachable_at_start", error=type(exc).__name__)
+        return await _create_pool(database_url, 0, max_size)  # opens no connection now
+
+
+async def _create_pool(database_url: str, min_size: int, max_size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,

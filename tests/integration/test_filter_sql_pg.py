@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from service.domain.filter import parse_filter
 from service.domain.matching import matches
 from service.domain.schema import ENTERPRISE_SCHEMA as ENT
 from service.domain.schema import USER_TYPE, resolve
-from service.store.filter_sql import order_sql, to_sql
+from service.store.filter_sql import USER_COLUMNS, order_sql, to_sql
 
 TENANT, OTHER_TENANT = uuid.uuid4(), uuid.uuid4()
 IDS = {name: uuid.UUID(int=i + 1) for i, name in enumerate("abcdefgh")}
@@ -114,6 +115,10 @@ CASES = [
     ('emails[type eq "work"].value ew ".COM"', "af"),
     ('emails[type eq "home"].value eq "alice@example.com"', ""),
     ('emails.type eq "home" and emails.value eq "alice@example.com"', "a"),
+    ('emails[value eq "ALICE@example.com"]', "a"),
+    ('emails[value eq "eve@example.com"]', ""),  # e's emails is not an array
+    ('emails[type eq "work" and value eq "frank@X.com"]', "f"),
+    ('emails[value eq "alice@home.org" and type eq "work"]', ""),
     ('emails co "corp.io"', "ch"),
     ("emails pr", "abcfh"),
     ("emails[primary eq true]", "a"),
@@ -218,3 +223,62 @@ async def test_order(conn: asyncpg.Connection, sort_by: str, expected: str) -> N
 def names_in_order(ids: list[uuid.UUID]) -> str:
     by_id = {v: k for k, v in IDS.items()}
     return "".join(by_id[i] for i in ids)
+
+
+# Lookups by email in every form, against a tenant of awkward rows: stored in mixed case, elements that are not
+# objects, `emails` not an array, missing, empty, a value that is not a string.
+EMAIL_ROWS: list[Any] = [
+    [{"type": "Work", "value": "MiXeD@Example.COM"}, {"type": "home", "value": "mixed@home.org"}],
+    ["mixed@example.com", 5, None, ["mixed@example.com"], {"value": None}, {"value": 7, "type": "work"}],
+    {"type": "work", "value": "mixed@example.com"},
+    "mixed@example.com",
+    [],
+    None,
+    [{"value": "mixed@example.com"}],
+    [{"type": "work", "value": "other@example.com"}, {"type": "home", "value": "MIXED@EXAMPLE.COM"}],
+]
+EMAIL_LOOKUPS = [
+    'emails.value eq "mixed@example.com"',
+    'emails[value eq "mixed@example.com"]',
+    'emails[value eq "MIXED@example.com"]',
+    'emails[value eq "7"]',
+    'emails[value eq "nobody@example.com"]',
+    'emails[type eq "work" and value eq "mixed@example.com"]',
+    'emails[value eq "mixed@example.com" and type eq "home"]',
+    'emails[value eq "mixed@example.com" and (type eq "work" or type eq "home")]',
+    'emails[value eq "mixed@example.com" and not (type eq "work")]',
+    'emails[value eq "mixed@example.com" or type eq "home"]',
+    'emails[type eq "work"].value eq "mixed@example.com"',
+    'not (emails[value eq "mixed@example.com"])',
+    'emails[value eq "mixed@example.com"] and emails[value eq "mixed@home.org"]',
+]
+
+
+@pytest.fixture(scope="module")
+async def email_tenant(conn: asyncpg.Connection) -> uuid.UUID:
+    tenant = uuid.uuid4()
+    await conn.execute("INSERT INTO tenants (id, name, token_hash) VALUES ($1, 'emails', '')", tenant)
+    rows = []
+    for i, emails in enumerate(EMAIL_ROWS):
+        resource = {"userName": f"u{i}"} | ({} if emails is None else {"emails": emails})
+        rows.append((tenant, uuid.UUID(int=100 + i), f"u{i}", json.dumps(resource)))
+    await conn.executemany(
+        "INSERT INTO users (tenant_id, id, user_name, active, version, resource, created_at, updated_at)"
+        " VALUES ($1, $2, $3, true, 1, $4::jsonb, now(), now())",
+        rows,
+    )
+    return tenant
+
+
+@pytest.mark.parametrize("text", EMAIL_LOOKUPS)
+async def test_an_email_lookup_finds_what_the_element_by_element_scan_finds(
+    conn: asyncpg.Connection, email_tenant: uuid.UUID, text: str
+) -> None:
+    """The index-served SQL matches exactly the users that the plain scan of every element (no index) matches."""
+    found = {}
+    for name, columns in (("indexed", USER_COLUMNS), ("scan", dataclasses.replace(USER_COLUMNS, lowered_arrays={}))):
+        params: list[object] = [email_tenant]
+        where = to_sql(parse_filter(text), params, columns)
+        rows = await conn.fetch(f"SELECT id FROM users WHERE tenant_id = $1 AND {where} ORDER BY id", *params)
+        found[name] = [r["id"].int - 100 for r in rows]
+    assert found["indexed"] == found["scan"]

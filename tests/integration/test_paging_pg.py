@@ -132,6 +132,9 @@ async def _plan(pool: asyncpg.Pool, tenant: str, text: str) -> str:
     ("text", "index"),
     [
         ('emails.value eq "MAIL7@E"', "users_emails"),
+        ('emails[value eq "MAIL7@E"]', "users_emails"),
+        ('emails[type eq "work" and value eq "MAIL7@E"]', "users_emails"),
+        ('emails[type eq "work"].value eq "MAIL7@E"', "users_emails"),
         ('meta.lastModified gt "2100-01-01T00:03:15Z"', "users_tenant_updated_at"),
         ('userName eq "e7@example.com"', "users_tenant_user_name"),
         ('externalId eq "x"', "users_tenant_external_id"),

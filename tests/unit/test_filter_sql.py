@@ -107,11 +107,27 @@ def test_json_paths_and_extension_keys() -> None:
 
 
 def test_multi_valued_uses_exists() -> None:
-    sql, params = compile_('emails[type eq "work"].value eq "x"')
+    sql, params = compile_('emails[type eq "work"].value ew "x"')
     assert sql.startswith("EXISTS (SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(resource -> 'emails')")
     assert "e.v ->> 'type'" in sql and "e.v ->> 'value'" in sql and params == ["work", "x"]
     sql, _ = compile_('emails co "@x"')
     assert "EXISTS" in sql and "strpos(lower(e.v ->> 'value'), lower($1::text)) > 0" in sql
+
+
+def test_an_email_value_lookup_uses_the_indexed_expression_in_every_form() -> None:
+    indexed = "(scim_emails(resource) @> ARRAY[lower($1::text)])"
+    assert compile_('emails.value eq "X@Y"') == (indexed, ["X@Y"])
+    assert compile_('emails[value eq "X@Y"]') == (indexed, ["X@Y"])
+    sql, params = compile_('emails[type eq "work" and value eq "X@Y"]')  # the index first, then the element check
+    assert sql.startswith(f"({indexed} AND EXISTS (SELECT 1 FROM jsonb_array_elements(") and params == [
+        "X@Y",
+        "work",
+        "X@Y",
+    ]
+    sql, _ = compile_('emails[type eq "work"].value eq "X@Y"')
+    assert sql.startswith(f"({indexed} AND EXISTS")
+    for unindexed in ('emails[value eq "x" or type eq "work"]', 'emails[value co "x"]', 'emails[not (value eq "x")]'):
+        assert "scim_emails" not in compile_(unindexed)[0], unindexed
 
 
 def test_string_operators_avoid_like() -> None:

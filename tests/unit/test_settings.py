@@ -51,3 +51,10 @@ def test_audit_retention_and_buffer() -> None:
         Settings.from_env({"SCIMSYNC_AUDIT_RETENTION_DAYS": "0"})
     with pytest.raises(SettingsError, match="SCIMSYNC_AUDIT_MAX_PENDING"):
         Settings.from_env({"SCIMSYNC_AUDIT_MAX_PENDING": "x"})
+
+
+def test_stream_write_timeout() -> None:
+    assert Settings.from_env({}).stream_write_timeout_seconds == 30.0
+    assert Settings.from_env({"SCIMSYNC_STREAM_WRITE_TIMEOUT_MS": "1500"}).stream_write_timeout_seconds == 1.5
+    with pytest.raises(SettingsError, match="SCIMSYNC_STREAM_WRITE_TIMEOUT_MS"):
+        Settings.from_env({"SCIMSYNC_STREAM_WRITE_TIMEOUT_MS": "0"})
