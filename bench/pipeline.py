@@ -1,6 +1,6 @@
 """The whole pipeline's cost per change: API + relay + both consumers as processes, against scim2-server 0.8.3.
 
-    .venv/bin/python -m bench.pipeline [--seconds 40] [--connections 32] [--no-peer]
+    .venv/bin/python -m bench.pipeline [--seconds 50] [--connections 32] [--no-peer]
 
 Phases `create` (Okta's full create body) and `patch` (every PATCH changes the user's title), each driven by wrk
 (32 connections, closed loop, full speed) after an unmeasured warm-up whose events the consumers finish first.
@@ -11,7 +11,7 @@ broker also load), counted from the start of the measured run until both consume
 background work of every change is inside the window; and each process's peak RSS. After each of our phases,
 the same wrk script against scim2-server 0.8.3 (in memory, under uvicorn: bench/peer.py), then the ratios, all
 in one run. Any non-2xx voids the run. The targets need >= 20,000 requests per phase (`requests_ok`): on a slow
-2-core machine that takes the default 40 s.
+2-core machine that takes the default 50 s.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _lua(ids: list[str]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=40, help="each measured wrk run (>= 20,000 requests)")
+    parser.add_argument("--seconds", type=int, default=50, help="each measured wrk run (>= 20,000 requests)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--no-peer", action="store_true", help="only our pipeline (quick A/B of a change)")
     args = parser.parse_args()

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,7 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
                     ids.append(response.json()["id"])
                 responded: dict[tuple[str, int], float] = {}
                 failures = 0
+                failed: Counter[str] = Counter()
 
                 async def patch(n: int) -> None:
                     nonlocal failures
@@ -248,12 +250,14 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
                     body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}
                     try:
                         response = await client.patch(f"/Users/{user_id}", json=body)
-                    except httpx.TransportError:  # e.g. a keep-alive connection the server closed meanwhile
+                    except httpx.TransportError as exc:  # e.g. a keep-alive connection the server closed meanwhile
                         failures += 1
+                        failed[type(exc).__name__] += 1
                         return
                     done = time.monotonic()
                     if response.status_code != 200:
                         failures += 1
+                        failed[str(response.status_code)] += 1
                         return
                     version = int(response.headers["etag"].removeprefix('W/"').removesuffix('"'))
                     responded[(f"{tenant.id}:{user_id}", version)] = done
@@ -286,6 +290,7 @@ async def latency(settings: Settings, patches: int, rate: float, user_count: int
             "completed_rate_per_second": round(patches / sent_seconds),
             "users": user_count,
             "failed_requests": failures,
+            "failed_by": dict(failed),
             "missing_events": len(responded) - len(delays),
             "p50_ms": round(_percentile(delays, 0.50), 1) if delays else None,
             "p99_ms": round(_percentile(delays, 0.99), 1) if delays else None,

@@ -55,7 +55,8 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers > 1 and settings.metrics_port:
         sys.stderr.write("scimsync: SCIMSYNC_METRICS_PORT needs --workers 1 (scale with processes or pods)\n")
         return 2
-    server.run(create_app(settings) if args.workers == 1 else None, args.host, args.port, args.workers)
+    app = create_app(settings) if args.workers == 1 else None
+    server.run(app, args.host, args.port, args.workers, settings.http_keep_alive_seconds)
     return 0
 
 

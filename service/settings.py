@@ -56,6 +56,9 @@ class Settings:
     # A streamed response (a big group) whose client takes longer than this to accept a chunk is cut off: its
     # database connection must not wait for a reader that stopped reading.
     stream_write_timeout_seconds: float = 30.0
+    # How long an idle keep-alive connection stays open. Longer than the idle timeout of the load balancer or
+    # ingress in front (60 s is the usual one): a server that closes first races the proxy's next request (a 502).
+    http_keep_alive_seconds: int = 75
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +70,9 @@ class Settings:
             log_level=env.get("SCIMSYNC_LOG_LEVEL", cls.log_level).lower(),
             db_pool_min=_int(env, "SCIMSYNC_DB_POOL_MIN", cls.db_pool_min, minimum=0),
             db_pool_max=_int(env, "SCIMSYNC_DB_POOL_MAX", cls.db_pool_max, minimum=1),
+            http_keep_alive_seconds=_int(
+                env, "SCIMSYNC_HTTP_KEEP_ALIVE_SECONDS", cls.http_keep_alive_seconds, minimum=1
+            ),
             max_body_bytes=_int(env, "SCIMSYNC_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             max_page_size=_int(env, "SCIMSYNC_MAX_PAGE_SIZE", cls.max_page_size, minimum=1),
             user_topic=env.get("SCIMSYNC_USER_TOPIC", cls.user_topic),

@@ -25,7 +25,7 @@ class _Server(uvicorn.Server):
             self._captured_signals.clear()  # handled, gracefully: don't re-raise it on the way out
 
 
-def run(app: Any, host: str, port: int, workers: int) -> None:
+def run(app: Any, host: str, port: int, workers: int, keep_alive_seconds: int) -> None:
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -34,6 +34,7 @@ def run(app: Any, host: str, port: int, workers: int) -> None:
         "log_level": "warning",
         "access_log": False,
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+        "timeout_keep_alive": keep_alive_seconds,
     }
     if workers > 1:  # uvicorn's supervisor; each worker process builds its app from the env (an import string)
         uvicorn.run("service.api.app:app_from_env", factory=True, workers=workers, **options)

@@ -12,6 +12,7 @@ import pytest
 from service.store import tenants
 
 from .conftest import TenantInfo
+from .rawhttp import RawClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -272,3 +273,16 @@ async def test_health_endpoints(api_url: str, path: str) -> None:
         response = await client.get(f"{api_url}{path}")
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"]
+
+
+async def test_an_idle_keep_alive_connection_stays_open_past_uvicorns_5_s_default(api_url: str) -> None:
+    """Behind a load balancer or ingress that keeps upstream connections idle for up to 60 s, a server that closes
+    them sooner races the proxy's next request on them (the proxy answers 502). scimsync keeps them 75 s."""
+    host, port = api_url.removeprefix("http://").split(":")
+    client = await RawClient.open(host, int(port))
+    try:
+        assert (await client.request("GET", "/healthz")).status == 200
+        await asyncio.sleep(6)
+        assert (await client.request("GET", "/healthz")).status == 200  # the same connection, still open
+    finally:
+        await client.close()
