@@ -138,60 +138,10 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_keeps_moving(env:
     assert dict(row) == {"version": 2, "family_name": "Byron"}
 
 
-async def test_a_handler_failing_every_attempt_is_dead_lettered_and_the_rest_applied(
-    env: ConsumerEnv, tmp_path: Path
-) -> None:
-    schema = f"flaky_{uuid.uuid4().hex[:8]}"
-    sql = tmp_path / "schema.sql"
-    sql.write_text(
-        f"CREATE SCHEMA IF NOT EXISTS {schema};"
-        f"CREATE TABLE IF NOT EXISTS {schema}.versions (tenant_id uuid, user_id uuid, version bigint NOT NULL,"
-        " PRIMARY KEY (tenant_id, user_id));"
-        f"CREATE TABLE IF NOT EXISTS {schema}.applied (event_id uuid PRIMARY KEY);"
-    )
-    attempts: list[str] = []
-
-    async def record(conn: Any, event: Event) -> None:
-        if event.data.get("userName") == "explode@example.com":
-            attempts.append(event.id)
-            raise RuntimeError("handler bug")
-        await conn.execute(f"INSERT INTO {schema}.applied VALUES ($1)", event.id)
-
-    domain = Domain(
-        name="flaky", schema_sql=sql, streams={"user_topic": Stream(f"{schema}.versions", {"user.created": record})}
-    )
-    tenant = str(uuid.uuid4())
-    good = [user_event("user.created", tenant, str(uuid.uuid4()), 1) for _ in range(4)]
-    bad = user_event("user.created", tenant, str(uuid.uuid4()), 1, user_name="explode@example.com")
-    await produce(env.kafka, env.topic, [*good[:2], bad, *good[2:]], partition=1)
-    process = ConsumerProcess(domain, env.settings())
-    await process.start()
-    task = asyncio.create_task(process.run())
-    try:
-        await until_idle(process, 5)
-    finally:
-        process.stop()
-        await task
-        await process.close()
-    assert process.metrics.counts["applied"] == 4
-    assert process.metrics.counts["dead_lettered"] == 1
-    assert process.metrics.counts["handler_retries"] == 2
-    assert len(attempts) == 1 + 3  # the batch, then three attempts on its own
-    dead = await read_topic(env.kafka, env.dlq, expected=1)
-    headers = dict(dead[0].headers)
-    assert headers["dlq_error"].startswith(b"handler: RuntimeError: handler bug")
-    assert headers["dlq_attempts"] == b"3" and headers["dlq_offset"] == b"2" and headers["ce_id"] == bad["id"].encode()
-    conn = await db_connect(env)
-    try:
-        applied = {str(r["event_id"]) for r in await conn.fetch(f"SELECT event_id FROM {schema}.applied")}
-    finally:
-        await conn.close()
-    assert applied == {e["id"] for e in good}
-
-
 def _recording_domain(tmp_path: Path, explode: str = "explode@example.com") -> tuple[Domain, str, list[str]]:
-    """A domain whose handler records each event with its transaction id, and fails for `explode`."""
-    schema = f"spread_{uuid.uuid4().hex[:8]}"
+    """A domain whose handler records each event with its transaction id, and fails for `explode`.
+    → the domain, its schema, the ids of the events the handler failed on (once per attempt)."""
+    schema = f"recording_{uuid.uuid4().hex[:8]}"
     sql = tmp_path / "schema.sql"
     sql.write_text(
         f"CREATE SCHEMA IF NOT EXISTS {schema};"
@@ -208,7 +158,7 @@ def _recording_domain(tmp_path: Path, explode: str = "explode@example.com") -> t
         await conn.execute(f"INSERT INTO {schema}.applied VALUES ($1, txid_current())", event.id)
 
     streams = {"user_topic": Stream(f"{schema}.versions", {"user.created": record})}
-    return Domain(name="spread", schema_sql=sql, streams=streams), schema, attempts
+    return Domain(name="recording", schema_sql=sql, streams=streams), schema, attempts
 
 
 async def _run_until_idle(domain: Domain, env: ConsumerEnv, total: int) -> ConsumerProcess:
@@ -222,6 +172,31 @@ async def _run_until_idle(domain: Domain, env: ConsumerEnv, total: int) -> Consu
         await task
         await process.close()
     return process
+
+
+async def test_a_handler_failing_every_attempt_is_dead_lettered_and_the_rest_applied(
+    env: ConsumerEnv, tmp_path: Path
+) -> None:
+    domain, schema, attempts = _recording_domain(tmp_path)
+    tenant = str(uuid.uuid4())
+    good = [user_event("user.created", tenant, str(uuid.uuid4()), 1) for _ in range(4)]
+    bad = user_event("user.created", tenant, str(uuid.uuid4()), 1, user_name="explode@example.com")
+    await produce(env.kafka, env.topic, [*good[:2], bad, *good[2:]], partition=1)
+    process = await _run_until_idle(domain, env, 5)
+    assert process.metrics.counts["applied"] == 4
+    assert process.metrics.counts["dead_lettered"] == 1
+    assert process.metrics.counts["handler_retries"] == 2
+    assert len(attempts) == 1 + 3  # the batch, then three attempts on its own
+    dead = await read_topic(env.kafka, env.dlq, expected=1)
+    headers = dict(dead[0].headers)
+    assert headers["dlq_error"].startswith(b"handler: RuntimeError: handler bug")
+    assert headers["dlq_attempts"] == b"3" and headers["dlq_offset"] == b"2" and headers["ce_id"] == bad["id"].encode()
+    conn = await db_connect(env)
+    try:
+        applied = {str(r["event_id"]) for r in await conn.fetch(f"SELECT event_id FROM {schema}.applied")}
+    finally:
+        await conn.close()
+    assert applied == {e["id"] for e in good}
 
 
 async def test_a_small_fetch_over_several_partitions_commits_once(env: ConsumerEnv, tmp_path: Path) -> None:
