@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.admin import timeline
-from service.admin.pages import deps_of, render
+from service.admin import present, timeline
+from service.admin.pages import deps_of, message, render
 from service.admin.security import not_found, tenant_page
-from service.store import activity, directory, holds
+from service.store import activity, directory, holds, keyset
 from service.store.access import Grant
 
 PAGE_SIZE = 25
@@ -51,15 +52,49 @@ async def requests_page(request: Request, grant: Grant) -> Response:
     )
 
 
+def _anchor(request: Request) -> tuple[directory.Anchor, bool]:
+    """(where the page starts, whether the address made sense): ?after=ID (Next), ?before=ID (Previous), or none."""
+    after, before = request.query_params.get("after"), request.query_params.get("before")
+    if after is not None and before is not None:
+        return None, False
+    direction: Literal["after", "before"] = "after" if after is not None else "before"
+    text = after if after is not None else before
+    if text is None:
+        return None, True
+    row_id = _uuid(text)
+    return ((direction, uuid.UUID(row_id)), True) if row_id else (None, False)
+
+
+def _bad_position(request: Request) -> Response:
+    grant = getattr(request.state, "grant", None)
+    text = "It points at no row of this list. Open the list again from its first page."
+    return message(request, 400, "This page address is not valid", text, grant=grant)
+
+
+def _pager(page: directory.Page[Any], filters: dict[str, str]) -> dict[str, Any]:
+    """What the pager shows: "Showing 51-100 of 5,000", Previous and Next."""
+    return {
+        "showing": present.showing(page.start, len(page.rows), page.total, page.total_capped, keyset.COUNT_CAP),
+        "previous_url": present.page_link(filters, "before", page.previous) if page.previous else None,
+        "next_url": present.page_link(filters, "after", page.next) if page.next else None,
+        "lost": page.lost,
+    }
+
+
 @tenant_page
 async def users_page(request: Request, grant: Grant) -> Response:
     deps = deps_of(request)
     query = request.query_params.get("q", "").strip()[:200]
     state = request.query_params.get("state", "all")
     state = state if state in STATES else "all"
+    anchor, understood = _anchor(request)
+    if not understood:
+        return _bad_position(request)
     async with deps.pool.acquire() as conn:
-        rows = await directory.users(conn, grant.tenant_id, query, state)
-    return render(request, "users.html", rows=rows, query=query, state=state, states=STATES)
+        page = await directory.users(conn, grant.tenant_id, query, state, anchor)
+    filters = {"q": query, "state": "" if state == "all" else state}
+    pager = _pager(page, filters)
+    return render(request, "users.html", rows=page.rows, query=query, state=state, states=STATES, **pager)
 
 
 @tenant_page
@@ -81,9 +116,12 @@ async def user_page(request: Request, grant: Grant) -> Response:
 @tenant_page
 async def groups_page(request: Request, grant: Grant) -> Response:
     deps = deps_of(request)
+    anchor, understood = _anchor(request)
+    if not understood:
+        return _bad_position(request)
     async with deps.pool.acquire() as conn:
-        rows = await directory.groups(conn, grant.tenant_id)
-    return render(request, "groups.html", rows=rows)
+        page = await directory.groups(conn, grant.tenant_id, anchor)
+    return render(request, "groups.html", rows=page.rows, **_pager(page, {}))
 
 
 @tenant_page

@@ -10,29 +10,53 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from service.store import outbox
+from service.store import keyset, outbox
 
 _EMAILS = "CASE WHEN jsonb_typeof(resource->'emails') = 'array' THEN resource->'emails' ELSE '[]' END"
-_USERS = f"""
-SELECT id, user_name, active, updated_at,
+# Users by lower(userName) (unique per tenant: index users_tenant_user_name), filtered by $2 (a LIKE pattern or
+# '') and $3 (active or not, or NULL for both). Unfiltered, the total is user_blocks' exact sum.
+_USERS = keyset.Listing(
+    select=f"""id, user_name, active, updated_at,
        (SELECT e->>'value' FROM jsonb_array_elements({_EMAILS}) e
-        ORDER BY lower(e->>'primary') = 'true' DESC NULLS LAST LIMIT 1) AS email
-FROM users
-WHERE tenant_id = $1
-  AND ($2 = '' OR lower(user_name) LIKE $2 ESCAPE '\\'
+        ORDER BY lower(e->>'primary') = 'true' DESC NULLS LAST LIMIT 1) AS email""",
+    source="FROM users",
+    tenant="tenant_id = $1",
+    where=f"""($2 = '' OR lower(user_name) LIKE $2 ESCAPE '\\'
        OR EXISTS (SELECT 1 FROM jsonb_array_elements({_EMAILS}) e WHERE lower(e->>'value') LIKE $2 ESCAPE '\\'))
-  AND ($3::boolean IS NULL OR active = $3)
-ORDER BY updated_at DESC, id LIMIT $4
-"""
-_DELETED = """
-SELECT subject AS id, occurred_at FROM events
-WHERE tenant_id = $1 AND aggregate = 'user' AND type = 'user.deleted' AND ($2 = '' OR subject::text LIKE $2)
-ORDER BY sequence DESC LIMIT $3
-"""
+  AND ($3::boolean IS NULL OR active = $3)""",
+    key="lower(user_name)",
+    id_column="id",
+)
+_ALL_USERS = keyset.Listing(
+    select=_USERS.select,
+    source=_USERS.source,
+    tenant=_USERS.tenant,
+    key=_USERS.key,
+    id_column="id",
+    total="SELECT coalesce(sum(n), 0)::bigint FROM user_blocks WHERE tenant_id = $1",
+)
+# Deleted people: their user.deleted events (partial index events_deprovisioning), most recent first.
+_DELETED = keyset.Listing(
+    select="subject AS id, occurred_at",
+    source="FROM events",
+    tenant="tenant_id = $1 AND aggregate = 'user' AND type = 'user.deleted'",
+    where="$2 = '' OR subject::text LIKE $2",
+    key="sequence",
+    id_column="subject",
+    descending=True,
+)
+_GROUPS = keyset.Listing(
+    select="id, display_name, updated_at,"
+    " (SELECT count(*) FROM group_members m WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id) AS members",
+    source="FROM groups g",
+    tenant="g.tenant_id = $1",
+    key="lower(display_name)",
+    id_column="id",
+)
 _BEHIND = """
 SELECT count(*) AS events, min(e.published_at) AS oldest
 FROM events e LEFT JOIN {gate} g ON g.tenant_id = e.tenant_id AND g.{key} = e.subject
@@ -101,17 +125,44 @@ def _like(text: str) -> str:
     return f"%{escaped}%" if escaped else ""
 
 
-async def users(conn: Any, tenant_id: str, query: str, state: str, limit: int = 50) -> list[UserRow]:
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class Page(Generic[Row]):
+    """One page of a list: its rows, how many matches come before them and in all (see keyset.Page)."""
+
+    rows: list[Row]
+    start: int
+    total: int
+    total_capped: bool
+    previous: str | None  # the id Previous pages before
+    next: str | None  # the id Next pages after
+    lost: bool  # the id asked for is not in this list (deleted since, or never ours): this is the first page
+
+
+Anchor = tuple[keyset.Direction, uuid.UUID] | None
+PAGE_SIZE = 50
+
+
+def _page(found: keyset.Page, rows: list[Row]) -> Page[Row]:
+    return Page(rows, found.start, found.total, found.total_capped, found.previous, found.next, found.lost)
+
+
+async def users(conn: Any, tenant_id: str, query: str, state: str, anchor: Anchor = None) -> Page[UserRow]:
     key = uuid.UUID(tenant_id)
     if state == "deleted":
-        rows = await conn.fetch(_DELETED, key, _like(query), limit)
-        return [UserRow(str(r["id"]), None, None, "deleted", r["occurred_at"]) for r in rows]
+        found = await keyset.page(conn, _DELETED, [key, _like(query)], anchor, PAGE_SIZE)
+        return _page(found, [UserRow(str(r["id"]), None, None, "deleted", r["occurred_at"]) for r in found.rows])
     active = {"active": True, "deactivated": False}.get(state)
-    rows = await conn.fetch(_USERS, key, _like(query), active, limit)
-    return [
+    listing = _ALL_USERS if not query and active is None else _USERS
+    params: list[object] = [key] if listing is _ALL_USERS else [key, _like(query), active]
+    found = await keyset.page(conn, listing, params, anchor, PAGE_SIZE)
+    rows = [
         UserRow(str(r["id"]), r["user_name"], r["email"], "active" if r["active"] else "deactivated", r["updated_at"])
-        for r in rows
+        for r in found.rows
     ]
+    return _page(found, rows)
 
 
 async def user(conn: Any, tenant_id: str, user_id: str) -> UserRow | None:
@@ -155,15 +206,10 @@ async def gates(conn: Any, tenant_id: str, user_id: str) -> dict[str, Gate]:
     return out
 
 
-async def groups(conn: Any, tenant_id: str, limit: int = 500) -> list[GroupRow]:
-    rows = await conn.fetch(
-        "SELECT g.id, g.display_name, g.updated_at,"
-        " (SELECT count(*) FROM group_members m WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id) AS members"
-        " FROM groups g WHERE g.tenant_id = $1 ORDER BY lower(g.display_name) LIMIT $2",
-        uuid.UUID(tenant_id),
-        limit,
-    )
-    return [GroupRow(str(r["id"]), r["display_name"], r["members"], r["updated_at"]) for r in rows]
+async def groups(conn: Any, tenant_id: str, anchor: Anchor = None) -> Page[GroupRow]:
+    found = await keyset.page(conn, _GROUPS, [uuid.UUID(tenant_id)], anchor, PAGE_SIZE)
+    rows = [GroupRow(str(r["id"]), r["display_name"], r["members"], r["updated_at"]) for r in found.rows]
+    return _page(found, rows)
 
 
 async def health(conn: Any, tenant_id: str) -> Health:
