@@ -265,3 +265,21 @@ async def test_a_users_timeline_shows_what_booking_and_workspace_applied(
 
     await reload_until(page, caught_up, seconds=30)
     await shot(page, "health")
+
+
+async def test_an_admin_pages_through_the_users_with_next_and_previous(
+    page: Page, api_url: str, db: Any, scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    for i in range(51):
+        created = await scim.post("/Users", json={"schemas": [USER], "userName": f"user-{i:02d}@example.com"})
+        assert created.status_code == 201
+    await page.goto(await new_link(db, api_url, tenant.id))
+    await page.get_by_role("button", name="Open the admin console").click()
+    await page.get_by_role("link", name="Users").click()
+    await expect(page.get_by_text("Showing 1–50 of 51")).to_be_visible()
+    await page.get_by_role("link", name="Next").click()
+    await expect(page.get_by_text("Showing 51–51 of 51")).to_be_visible()
+    await expect(page.get_by_role("link", name="user-50@example.com")).to_be_visible()
+    await page.get_by_role("link", name="Previous").click()
+    await expect(page.get_by_role("link", name="user-00@example.com")).to_be_visible()
+    assert await unlabelled_controls(page) == []
