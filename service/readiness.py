@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from service.store.pool import DATABASE_ERRORS
+
 _TIMEOUT = 2.0
 
 
@@ -17,7 +19,7 @@ async def postgres(pool: asyncpg.Pool) -> str | None:
     """None when Postgres answers, else why not."""
     try:
         await asyncio.wait_for(pool.fetchval("SELECT 1"), _TIMEOUT)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:  # TimeoutError is an OSError
         return type(exc).__name__
     return None
 

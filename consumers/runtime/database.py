@@ -19,6 +19,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.OperatorInterventionError,  # admin shutdown, query cancelled
     asyncpg.InsufficientResourcesError,
+    # A restart's FATAL on an idle pooled connection: its next query fails inside the client ("another operation
+    # is in progress") until the socket closes. Retried later, never dead-lettered.
+    asyncpg.InternalClientError,
 )
 
 # Failures of the deployment, not of an event (a missing column, a permission): dead-lettering every event would

@@ -44,7 +44,10 @@ from service.store.pool import connect
 
 log = logs.get(__name__)
 
-_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: a restart's FATAL reaching the idle (LISTENing) session leaves asyncpg's protocol mid-state
+# until the socket closes; the next query fails inside the client ("another operation is in progress"). It is the
+# session going away like any other: reconnect (it used to end the relay process).
+_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _BUSY_PAUSE = 0.005  # seconds between looks while writers are committing: a few ms of latency, no NOTIFY
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from service.relay.lease import Lease
@@ -37,3 +38,14 @@ def test_the_lease_is_a_setting() -> None:
     assert Settings.from_env({"SCIMSYNC_RELAY_LEASE_SECONDS": "6"}).relay_lease_seconds == 6
     with pytest.raises(SettingsError, match="SCIMSYNC_RELAY_LEASE_SECONDS"):
         Settings.from_env({"SCIMSYNC_RELAY_LEASE_SECONDS": "1"})
+
+
+def test_a_session_left_mid_operation_by_a_restart_is_a_database_error_for_the_relay_and_the_consumers() -> None:
+    """A restart's FATAL on an idle session makes asyncpg's next query raise InternalClientError ("another operation
+    is in progress"): the relay must reconnect (it used to exit), a consumer retry later (never dead-letter)."""
+    from consumers.runtime.database import TRANSIENT_ERRORS
+    from service.relay import relay
+
+    error = asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+    assert isinstance(error, relay._DATABASE_ERRORS)
+    assert isinstance(error, TRANSIENT_ERRORS)
