@@ -19,7 +19,7 @@ from service.store import holds
 from tests.integration.conftest import ROOT, TenantInfo
 from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually, spawn
 
-USERS = 100
+MAX_USERS = 3000  # the writer goes on until every process was restarted (and a little after), at most this many
 DEACTIVATE = {
     "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
     "Operations": [{"op": "replace", "value": {"active": False}}],
@@ -45,10 +45,14 @@ async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
     # Every user of the tenant is deactivated: the deprovisioning brake would rightly hold half of them.
     await holds.set_policy(conn, uuid.UUID(tenant.id), BrakePolicy(enabled=False))
     written: list[str] = []
+    restarted = asyncio.Event()
 
     async def provision() -> None:
-        """Okta at work: create a user, then deactivate them (version 2), one after another."""
-        for i in range(USERS):
+        """Okta at work: create a user, then deactivate them (version 2), one after another, until every process
+        was restarted (a fixed count could run out before the last restart on a fast machine)."""
+        for i in range(MAX_USERS):
+            if restarted.is_set():
+                return
             created = await scim.post("/Users", json={"userName": f"roll-{i}-{uuid.uuid4().hex[:6]}@example.com"})
             assert created.status_code == 201, created.text
             uid = created.json()["id"]
@@ -69,7 +73,7 @@ async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
         logs = {0: "e2e-relay", 1: "e2e-booking", 2: "e2e-workspace"}  # the pipeline fixture's log files
         for index, start in replacements.items():
             before = len(written)
-            await eventually(_more_than(written, before + 10), 60, "writes to go on before the restart")
+            await eventually(_more_than(written, before + 10, writer), 60, "writes to go on before the restart")
             # Stopped before it said it runs, a process would still be importing: no signal handler yet.
             log = ROOT / ".pytest_cache" / f"{logs[index]}-{env.topic}.log"
             await eventually(_says(log, READY[index]), 60, f"{logs[index]} to be running")
@@ -77,12 +81,16 @@ async def test_restarting_the_relay_and_each_consumer_under_load_loses_nothing(
             old.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(old.wait, 30) == 0, f"process {index} did not stop cleanly"
             pipeline[index] = start()  # the fixture stops it at the end
+        before = len(written)
+        await eventually(_more_than(written, before + 10, writer), 60, "writes to go on after the last restart")
+        restarted.set()
         await writer
-        assert len(written) == USERS
+        users = len(written)
+        assert users < MAX_USERS, "the writer ran out before the restarts were over"
 
         async def all_applied() -> bool:
             booking = await applied("booking.users", "NOT eligible")
-            return booking == USERS and await applied("workspace.members", "NOT active") == USERS
+            return booking == users and await applied("workspace.members", "NOT active") == users
 
         await eventually(all_applied, 90, "every change applied in both domains")
     finally:
@@ -100,8 +108,11 @@ def _says(log: Path, events: tuple[str, ...]) -> Any:
     return check
 
 
-def _more_than(written: list[Any], n: int) -> Any:
+def _more_than(written: list[Any], n: int, writer: asyncio.Task[None]) -> Any:
     async def check() -> bool:
+        if writer.done():
+            writer.result()  # a failed write fails the test with its own message, not with a timeout
+            raise AssertionError(f"the writer stopped early, after {len(written)} users")
         return len(written) > n
 
     return check
