@@ -144,12 +144,12 @@ class ConsumerLoop:
                 for (tp, _), events in zip(items, decoded, strict=True):
                     stream = self.streams[tp.topic]
                     outcomes.append([await self._apply(conn, stream, r, e) for r, e in events or ()])
-        except (*TRANSIENT_ERRORS, *FATAL_ERRORS) as exc:
-            if not isinstance(exc, TRANSIENT_ERRORS):
-                raise
+        except TRANSIENT_ERRORS as exc:
             for tp, _ in items:
                 self._deferred(tp, exc)
             return [False] * len(items)
+        except FATAL_ERRORS:
+            raise
         except Exception as exc:
             self._log.warning("consumer.batch_failed", partitions=len(items), error=type(exc).__name__)
             return [

@@ -257,11 +257,12 @@ async def update(
             check_version(current.version, if_match)
             after, delta = change(current)
             version, now = current.version, datetime.now(UTC)
-            if after == current.resource and delta.empty:
+            attributes_changed = after != current.resource  # anything but the members
+            if not attributes_changed and delta.empty:
                 return current
             with OutboxWrite("group", current.id) as write:
-                write.event(domain.UPDATED if after != current.resource else domain.MEMBERSHIP_CHANGED, version + 1)
-                if after != current.resource:
+                write.event(domain.UPDATED if attributes_changed else domain.MEMBERSHIP_CHANGED, version + 1)
+                if attributes_changed:
                     check_resource_size("Group", len(orjson.dumps(after)))
                     version += 1
                     await conn.execute(

@@ -30,6 +30,8 @@ from service.store.paging import fetch_page
 from service.tracing import OutboxWrite
 
 _COLUMNS = "id, resource, version, created_at, updated_at"
+_GET = f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
+_LOCK = f"{_GET} FOR UPDATE"
 
 _CREATE = """
 WITH u AS (
@@ -170,7 +172,7 @@ async def create(pool: asyncpg.Pool, tenant_id: str, resource: dict[str, Any]) -
 
 async def get(pool: asyncpg.Pool, tenant_id: str, user_id: str) -> UserRecord:
     row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2",
+        _GET,
         uuid.UUID(tenant_id),
         resource_id(user_id, "User"),
     )
@@ -214,7 +216,7 @@ async def update(
     tenant, key = uuid.UUID(tenant_id), resource_id(user_id, "User")
     for _ in range(_OPTIMISTIC_TRIES):
         current, after, kind = _changed(
-            await pool.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2", tenant, key),
+            await pool.fetchrow(_GET, tenant, key),
             user_id,
             change,
             if_match,
@@ -228,9 +230,7 @@ async def update(
             return written[0]
     async with pool.acquire() as conn, conn.transaction():
         current, after, kind = _changed(
-            await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
-            ),
+            await conn.fetchrow(_LOCK, tenant, key),
             user_id,
             change,
             if_match,
@@ -292,9 +292,7 @@ async def _write(
 async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str | None = None) -> None:
     tenant, key = uuid.UUID(tenant_id), resource_id(user_id, "User")
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, key
-        )
+        row = await conn.fetchrow(_LOCK, tenant, key)
         if row is None:
             raise NotFound(f"User {user_id} not found")
         check_version(_record(row).version, if_match)
