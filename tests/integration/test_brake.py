@@ -20,11 +20,13 @@ import httpx
 import orjson
 
 from consumers.booking import service as booking
-from service.store import tenants
+from service.domain.brake import BrakePolicy
+from service.store import holds, tenants
 from tests.integration.admin_helpers import signed_in
 from tests.integration.conftest import ROOT, TenantInfo
 from tests.integration.test_consumers_e2e import DEACTIVATE, REACTIVATE, next_week
 from tests.integration.test_consumers_helpers import ConsumerEnv, db_connect, eventually
+from tests.integration.topics import TopicReader
 
 
 async def _all(calls: list[Callable[[], Awaitable[httpx.Response]]], width: int = 16) -> list[httpx.Response]:
@@ -186,10 +188,53 @@ async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
 
 
-async def test_a_tenant_with_the_brake_off_is_never_held(scim: httpx.AsyncClient, tenant: TenantInfo, db: Any) -> None:
-    from service.domain.brake import BrakePolicy
-    from service.store import holds
+async def test_a_replay_or_a_reconcile_fix_during_a_hold_sends_nothing_it_holds(
+    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    """The SRE's routine tools (the runbook's replay after a Kafka outage, reconcile --fix) must not leak a hold."""
+    await holds.set_policy(db, uuid.UUID(tenant.id), BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    leaver = (await scim.post("/Users", json={"userName": "leaver@example.com"})).json()["id"]
+    stayer = (await scim.post("/Users", json={"userName": "stayer@example.com"})).json()["id"]
+    conn = await db_connect(env)
+    try:
 
+        async def booking_users() -> int:
+            return int(await conn.fetchval("SELECT count(*) FROM booking.users WHERE tenant_id = $1", tenant.id))
+
+        await eventually(lambda: _equals(booking_users(), 2), 30, "both users in booking")
+        desk = await booking.add_desk(conn, tenant.id, "desk-1")
+        await booking.book(conn, tenant.id, leaver, desk.id, next_week(9), next_week(17))
+        assert (await scim.patch(f"/Users/{leaver}", json=DEACTIVATE)).status_code == 200
+        held = await db.fetchval(
+            "SELECT id FROM events WHERE tenant_id = $1 AND state = 'held' AND published_at IS NULL",
+            uuid.UUID(tenant.id),
+        )
+        assert held is not None
+        # Drift for reconcile to repair meanwhile: booking lost the stayer.
+        await conn.execute("DELETE FROM booking.users WHERE tenant_id = $1 AND user_id = $2", tenant.id, stayer)
+
+        async with TopicReader(env.kafka, env.topic) as topic:
+            code, report = _cli(env, "reconcile", "--tenant", tenant.id, "--fix")
+            assert code == 1 and report["repairs_published"] == 1, report
+            assert report["waiting_at_gate"] == {"users": 1, "groups": 0, "examples": [leaver]}, report
+            assert _cli(env, "replay", "--tenant", tenant.id)[0] == 0
+            records = await topic.to_the_end()
+        assert str(held) not in {r.value["id"] for r in records}  # neither replayed nor sent as a repair
+        await eventually(lambda: _equals(booking_users(), 2), 30, "the stayer repaired")
+        assert await conn.fetchval(
+            "SELECT eligible FROM booking.users WHERE tenant_id = $1 AND user_id = $2", tenant.id, leaver
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT status FROM booking.bookings WHERE tenant_id = $1 AND user_id = $2", tenant.id, leaver
+            )
+            == "confirmed"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_tenant_with_the_brake_off_is_never_held(scim: httpx.AsyncClient, tenant: TenantInfo, db: Any) -> None:
     await holds.set_policy(db, uuid.UUID(tenant.id), BrakePolicy(enabled=False))
     created = await _all([lambda n=n: scim.post("/Users", json={"userName": f"q{n}@example.com"}) for n in range(60)])  # type: ignore[misc]
     await _all([lambda r=r: scim.delete(f"/Users/{r.json()['id']}") for r in created])  # type: ignore[misc]
