@@ -334,3 +334,38 @@ async def test_past_the_minimum_deletions_are_held_with_a_reason(
     # 60 deletions of a 60-user tenant: 20% is 12, so the minimum (50) rules; the 51st and later are held.
     assert len(rows) == 10 and {r["type"] for r in rows} == {"user.deleted"}
     assert "deprovisioning brake" in rows[0]["state_reason"]
+
+
+async def test_a_tenant_policy_set_by_the_cli_and_one_person_released(
+    env: ConsumerEnv, scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    code, shown = _cli(env, "holds", "policy", tenant.id)
+    assert code == 0 and shown == {
+        "tenant": tenant.id,
+        "enabled": True,
+        "minimum": 50,
+        "percent": 20,
+        "window_minutes": 60.0,
+    }
+    assert _cli(env, "holds", "policy", tenant.id, "--percent", "101")[0] == 2
+    code, shown = _cli(env, "holds", "policy", tenant.id, "--minimum", "2", "--percent", "0", "--window-minutes", "10")
+    assert code == 0 and (shown["minimum"], shown["percent"], shown["window_minutes"]) == (2, 0, 10.0)
+
+    users = [(await scim.post("/Users", json={"userName": f"s{n}@example.com"})).json()["id"] for n in range(6)]
+    for uid in users[:5]:
+        assert (await scim.patch(f"/Users/{uid}", json=DEACTIVATE)).status_code == 200
+
+    async def held() -> set[str]:
+        _, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
+        return {w["id"] for w in listing[0]["sample"]} if listing else set()
+
+    assert await held() == set(users[2:5])  # more than 2 within 10 minutes: the third and later
+    code, released = _cli(env, "holds", "release", tenant.id, "--user", users[3])
+    assert code == 0 and (released["released"], released["superseded"]) == (1, 0)
+    assert await held() == {users[2], users[4]}
+
+    # Switched off: nothing more is held, even while earlier holds wait.
+    code, shown = _cli(env, "holds", "policy", tenant.id, "--off")
+    assert code == 0 and shown["enabled"] is False
+    assert (await scim.delete(f"/Users/{users[5]}")).status_code == 204
+    assert await held() == {users[2], users[4]}
