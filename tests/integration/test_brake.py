@@ -334,6 +334,9 @@ async def test_past_the_minimum_deletions_are_held_with_a_reason(
     # 60 deletions of a 60-user tenant: 20% is 12, so the minimum (50) rules; the 51st and later are held.
     assert len(rows) == 10 and {r["type"] for r in rows} == {"user.deleted"}
     assert "deprovisioning brake" in rows[0]["state_reason"]
+    # The identity provider finds them gone, held or not.
+    assert {(await scim.get(f"/Users/{r.json()['id']}")).status_code for r in created} == {404}
+    assert (await scim.get("/Users")).json()["totalResults"] == 0
 
 
 async def test_a_tenant_policy_set_by_the_cli_and_one_person_released(
@@ -360,6 +363,9 @@ async def test_a_tenant_policy_set_by_the_cli_and_one_person_released(
         return {w["id"] for w in listing[0]["sample"]} if listing else set()
 
     assert await held() == set(users[2:5])  # more than 2 within 10 minutes: the third and later
+    # What the identity provider reads back is what it said, held or not.
+    for uid in users[:5]:
+        assert (await scim.get(f"/Users/{uid}")).json()["active"] is False
     code, released = _cli(env, "holds", "release", tenant.id, "--user", users[3])
     assert code == 0 and (released["released"], released["superseded"]) == (1, 0)
     assert await held() == {users[2], users[4]}
