@@ -132,20 +132,35 @@ class Released:
 
 
 async def release(conn: Any, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> Released:
-    """Let the tenant's held users go (or one of them), each as its latest state says; see the module docstring."""
-    async with conn.transaction():
-        await conn.execute(_LOCK, _BRAKE_LOCK, tenant_id)
-        gates = await outbox.gated(conn, outbox.HELD, tenant_id, "user", None if user_id is None else [user_id])
-        subjects = sorted({uuid.UUID(g.subject) for g in gates})
-        await conn.execute(_LOCK_USERS, tenant_id, subjects)  # no write slips in between reading and releasing
-        latest = await outbox.latest_events(conn, "user", [(str(tenant_id), str(s)) for s in subjects])
-        active_again = {e.subject for e in latest if _active(e)}
-        await outbox.set_aside(conn, [g.sequence for g in gates if g.subject in active_again], outbox.HELD, _SUPERSEDED)
-        await outbox.release(conn, [g.sequence for g in gates if g.subject not in active_again], outbox.HELD)
-        let_go = len(subjects) - len(active_again)
-        if user_id is None:
-            await conn.execute(_REARM, tenant_id)
-        await conn.execute("SELECT pg_notify($1, '')", outbox.CHANNEL)  # wake the relay now, not at its next poll
+    """Let the tenant's held users go (or one of them), each as its latest state says; see the module docstring.
+
+    The held users' rows are locked before the brake's tenant lock, the order a deprovisioning takes them in (its
+    user's row, then the brake): the other way round, the identity provider deleting a held person during a
+    release deadlocked with it. People held meanwhile (not locked yet) make it start over with them too.
+    """
+    only = None if user_id is None else [user_id]
+    while True:
+        subjects = sorted(
+            {uuid.UUID(g.subject) for g in await outbox.gated(conn, outbox.HELD, tenant_id, "user", only)}
+        )
+        async with conn.transaction():
+            await conn.execute(_LOCK_USERS, tenant_id, subjects)  # no write slips in between reading and releasing
+            await conn.execute(_LOCK, _BRAKE_LOCK, tenant_id)  # and nobody is held meanwhile
+            gates = await outbox.gated(conn, outbox.HELD, tenant_id, "user", only)
+            held = {g.subject for g in gates}
+            if {uuid.UUID(s) for s in held} - set(subjects):
+                continue  # held since we looked: lock them too
+            latest = await outbox.latest_events(conn, "user", [(str(tenant_id), s) for s in held])
+            active_again = {e.subject for e in latest if _active(e)}
+            await outbox.set_aside(
+                conn, [g.sequence for g in gates if g.subject in active_again], outbox.HELD, _SUPERSEDED
+            )
+            await outbox.release(conn, [g.sequence for g in gates if g.subject not in active_again], outbox.HELD)
+            let_go = len(held) - len(active_again)
+            if user_id is None:
+                await conn.execute(_REARM, tenant_id)
+            await conn.execute("SELECT pg_notify($1, '')", outbox.CHANNEL)  # wake the relay now, not at its next poll
+        break
     log.warning("brake.released", tenant_id=str(tenant_id), users=let_go, superseded=len(active_again))
     return Released(users=let_go, superseded=len(active_again))
 

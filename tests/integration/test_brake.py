@@ -25,6 +25,7 @@ from consumers.booking import service as booking
 from consumers.cli import rebuild_command
 from service.domain.brake import BrakePolicy
 from service.store import holds, tenants
+from service.store.pool import connect
 from tests.integration import test_consumers_rebuild
 from tests.integration.admin_helpers import signed_in
 from tests.integration.conftest import ROOT, TenantInfo
@@ -375,3 +376,36 @@ async def test_a_tenant_policy_set_by_the_cli_and_one_person_released(
     assert code == 0 and shown["enabled"] is False
     assert (await scim.delete(f"/Users/{users[5]}")).status_code == 204
     assert await held() == {users[2], users[4]}
+
+
+async def test_a_release_while_the_identity_provider_deletes_a_held_person_deadlocks_neither(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, database_url: str
+) -> None:
+    """A release and a deprovisioning of one of its held people, at the same moment: both go through."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    uid = (await scim.post("/Users", json={"userName": "racer@example.com"})).json()["id"]
+    assert (await scim.patch(f"/Users/{uid}", json=DEACTIVATE)).status_code == 200
+    gate, releaser = await connect(database_url), await connect(database_url)
+    try:
+        # Line both up behind the brake's tenant lock (held here), the release first, then the deletion.
+        await gate.execute("SELECT pg_advisory_lock(7202614, hashtext($1::uuid::text))", tid)
+
+        async def waiting() -> int:
+            return int(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type IN ('Lock', 'Advisory')"
+                )
+            )
+
+        release = asyncio.create_task(holds.release(releaser, tid))
+        await eventually(lambda: _equals(waiting(), 1), 10, "the release waiting")
+        deletion = asyncio.create_task(scim.delete(f"/Users/{uid}"))
+        await eventually(lambda: _equals(waiting(), 2), 10, "the deletion waiting")
+        await gate.execute("SELECT pg_advisory_unlock(7202614, hashtext($1::uuid::text))", tid)
+        released, deleted = await asyncio.wait_for(asyncio.gather(release, deletion), 30)
+    finally:
+        await gate.close()
+        await releaser.close()
+    assert (released.users, deleted.status_code) == (1, 204), deleted.text
