@@ -9,6 +9,11 @@ the version they already hold) and the whole history of every group that differs
 consumer resets the team at its first event and re-applies the rest (consumers/runtime/domain.py). Repairs are
 re-publications like a replay: `scimsync_replay: 1` too, and each event's stored `traceparent`.
 
+A user or group whose event stream waits at the outbox's gate (held by the deprovisioning brake, or parked) differs
+on purpose: it is reported apart (`waiting_at_gate`), not as drift, and `--fix` re-sends nothing of it (that would
+let a held deactivation out, or a stream's later events past its gate). `scimsync holds list` and `scimsync relay
+parked` say why it waits.
+
 Exit status: 0 no drift, 1 drift found (repairs published with --fix), 2 could not check.
 """
 
@@ -139,6 +144,7 @@ class Report:
     checked_groups: int = 0
     repairs_published: int = 0
     unfixable: list[str] = field(default_factory=list)  # ids with no event to re-publish
+    gated: dict[str, list[str]] = field(default_factory=dict)  # "users"/"groups" → ids that differ behind a gate
 
     @property
     def drifted(self) -> bool:
@@ -156,6 +162,11 @@ class Report:
             "examples": {name: [i for _, i in pairs[:5]] for name, pairs in self.drift.items() if pairs},
             "repairs_published": self.repairs_published,
             "unfixable": self.unfixable[:20],
+            "waiting_at_gate": {
+                "users": len(self.gated.get("users", [])),
+                "groups": len(self.gated.get("groups", [])),
+                "examples": [*self.gated.get("users", []), *self.gated.get("groups", [])][:5],
+            },
         }
 
 
@@ -170,6 +181,11 @@ async def check(conn: Any, tenant_id: str | None) -> Report:
     for name, _meaning, sql in _USER_CHECKS + _TEAM_CHECKS:
         rows = await conn.fetch(_scoped(sql), tenant)
         report.drift[name] = sorted((str(r["tenant_id"]), str(r["id"])) for r in rows)
+    for kind, aggregate, checks in (("users", "user", _USER_CHECKS), ("groups", "group", _TEAM_CHECKS)):
+        gated = await outbox.blocked_subjects(conn, aggregate, report.found_by(checks))
+        report.gated[kind] = sorted(gated)
+        for name, _, _ in checks:
+            report.drift[name] = [pair for pair in report.drift[name] if pair[1] not in gated]
     scope = "WHERE $1::uuid IS NULL OR tenant_id = $1::uuid"
     report.checked_users = int(await conn.fetchval(f"SELECT count(*) FROM users {scope}", tenant))
     report.checked_groups = int(await conn.fetchval(f"SELECT count(*) FROM groups {scope}", tenant))

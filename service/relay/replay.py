@@ -5,6 +5,8 @@ are the same events (same `id`, `sequence`, `userversion`/`groupversion`, built 
 consumers that dedupe by version apply each change at most once. Replay doesn't touch `published_at`:
 the relay's own progress is unaffected. Each record carries the Kafka header `scimsync_replay: 1` and its event's
 stored `traceparent`, so a traced consumer's span joins the trace of the original change, marked as a replay.
+Events the outbox's gate keeps back (held by the deprovisioning brake, parked, or behind one of those in their
+stream) are not replayed, only counted (`gated`): they go out when their gate opens.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
         )
     )
     progress = _Progress(await outbox.count_selected(conn, options.selection), enabled=sys.stderr.isatty())
+    gated = await outbox.count_selected(conn, options.selection, blocked=True)
     types: Counter[str] = Counter()
     used: set[str] = set()
     last, first = 0, None
@@ -97,6 +100,7 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
     return {
         "dry_run": options.dry_run,
         "events": progress.done,
+        "gated": gated,  # selected but kept back by a gate: not replayed
         "first_sequence": first,
         "last_sequence": last or None,
         "types": dict(sorted(types.items())),

@@ -21,6 +21,8 @@ from typing import Any
 
 from service import logs
 from service.domain.brake import DEPROVISIONING, BrakePolicy
+from service.domain.events import StoredEvent
+from service.store import outbox
 
 log = logs.get(__name__)
 
@@ -30,52 +32,34 @@ _LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))"
 _POLICY = """
 SELECT brake_enabled, brake_minimum, brake_percent, brake_window_s, brake_released_at FROM tenants WHERE id = $1
 """
-_ENGAGED = """
-SELECT EXISTS (
-    SELECT 1 FROM events WHERE tenant_id = $1 AND aggregate = 'user' AND state = 'held' AND published_at IS NULL
-)
-"""
+
+
+def _held(row: str = "events") -> str:
+    """SQL, true when `row` is a held gate of a user (outbox.py's gate in the `held` state)."""
+    return f"{outbox.is_gate(row)} AND {row}.state = '{outbox.HELD}' AND {row}.aggregate = 'user'"
+
+
+_ENGAGED = f"SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND {_held()})"
 _RECENT = """
 SELECT count(*) FROM events
 WHERE tenant_id = $1 AND type IN ('user.deactivated', 'user.deleted') AND occurred_at > $2
 """
 _ACTIVE = "SELECT count(*) FROM users WHERE tenant_id = $1 AND active"
-_HOLD = "UPDATE events SET state = 'held', state_reason = $2, state_since = now() WHERE id = $1"
-
-_HELD_SUBJECTS = """
-SELECT DISTINCT subject FROM events
-WHERE tenant_id = $1 AND aggregate = 'user' AND state = 'held' AND published_at IS NULL
-    AND ($2::uuid IS NULL OR subject = $2)
-"""
-# Each held user's latest event: active again (reactivated, or updated while active) supersedes the hold.
-_LATEST = """
-SELECT DISTINCT ON (subject) subject, type, data FROM events
-WHERE tenant_id = $1 AND aggregate = 'user' AND subject = ANY($2::uuid[])
-ORDER BY subject, sequence DESC
-"""
+_SEQUENCE = "SELECT sequence FROM events WHERE id = $1"
 _LOCK_USERS = "SELECT 1 FROM users WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR UPDATE"
-_SUPERSEDE = """
-UPDATE events SET published_at = now(),
-    state_reason = state_reason || '; superseded at release: the user is active again, never published'
-WHERE tenant_id = $1 AND aggregate = 'user' AND subject = ANY($2::uuid[]) AND state = 'held' AND published_at IS NULL
-"""
-_LET_GO = """
-UPDATE events SET state = NULL, state_reason = NULL, state_since = NULL
-WHERE tenant_id = $1 AND aggregate = 'user' AND subject = ANY($2::uuid[]) AND state = 'held' AND published_at IS NULL
-"""
+_SUPERSEDED = "; superseded at release: the user is active again, never published"
 _REARM = "UPDATE tenants SET brake_released_at = now() WHERE id = $1"
 
-_SUMMARY = """
+_SUMMARY = f"""
 SELECT tenant_id, count(DISTINCT subject) AS people, count(*) AS events, min(state_since) AS since
-FROM events
-WHERE aggregate = 'user' AND state = 'held' AND published_at IS NULL AND ($1::uuid IS NULL OR tenant_id = $1)
+FROM events WHERE {_held()} AND ($1::uuid IS NULL OR tenant_id = $1)
 GROUP BY tenant_id ORDER BY since
 """
-_SAMPLE = """
-SELECT DISTINCT ON (e.subject) e.subject, e.type, u.user_name
-FROM events e LEFT JOIN users u ON u.tenant_id = e.tenant_id AND u.id = e.subject
-WHERE e.tenant_id = $1 AND e.aggregate = 'user' AND e.state = 'held' AND e.published_at IS NULL
-ORDER BY e.subject, e.sequence LIMIT $2
+_SAMPLE = f"""
+SELECT DISTINCT ON (events.subject) events.subject, events.type, u.user_name
+FROM events LEFT JOIN users u ON u.tenant_id = events.tenant_id AND u.id = events.subject
+WHERE events.tenant_id = $1 AND {_held()}
+ORDER BY events.subject, events.sequence LIMIT $2
 """
 
 
@@ -115,7 +99,7 @@ async def after_deprovisioning(conn: Any, tenant_id: uuid.UUID, event_id: uuid.U
     if not brake.enabled:
         return False
     if await conn.fetchval(_ENGAGED, tenant_id):
-        await conn.execute(_HOLD, event_id, "deprovisioning brake: the tenant's deprovisionings are held")
+        await _hold(conn, event_id, "deprovisioning brake: the tenant's deprovisionings are held")
         return True
     start = now - brake.window
     if row["brake_released_at"] is not None:
@@ -127,13 +111,18 @@ async def after_deprovisioning(conn: Any, tenant_id: uuid.UUID, event_id: uuid.U
     if not brake.exceeded(recent, active):
         return False
     threshold = brake.threshold(active + recent)
-    await conn.execute(
-        _HOLD,
+    await _hold(
+        conn,
         event_id,
         f"deprovisioning brake: {recent} deprovisionings within {brake.window}, more than the {threshold} allowed",
     )
     log.warning("brake.engaged", tenant_id=str(tenant_id), recent=recent, threshold=threshold)
     return True
+
+
+async def _hold(conn: Any, event_id: uuid.UUID, reason: str) -> None:
+    """Close the outbox's gate at the event: it and every later event of the user wait (outbox.py)."""
+    await outbox.gate(conn, [await conn.fetchval(_SEQUENCE, event_id)], outbox.HELD, reason)
 
 
 @dataclass(frozen=True)
@@ -143,24 +132,41 @@ class Released:
 
 
 async def release(conn: Any, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> Released:
-    """Let the tenant's held users go (or one of them), each as its latest state says; see the module docstring."""
-    async with conn.transaction():
-        await conn.execute(_LOCK, _BRAKE_LOCK, tenant_id)
-        subjects = [r["subject"] for r in await conn.fetch(_HELD_SUBJECTS, tenant_id, user_id)]
-        await conn.execute(_LOCK_USERS, tenant_id, subjects)  # no write slips in between reading and releasing
-        active_again = [r["subject"] for r in await conn.fetch(_LATEST, tenant_id, subjects) if _active(r)]
-        let_go = [s for s in subjects if s not in set(active_again)]
-        await conn.execute(_SUPERSEDE, tenant_id, active_again)
-        await conn.execute(_LET_GO, tenant_id, let_go)
-        if user_id is None:
-            await conn.execute(_REARM, tenant_id)
-        await conn.execute("SELECT pg_notify('scimsync_events', '')")  # wake the relay now, not at its next poll
-    log.warning("brake.released", tenant_id=str(tenant_id), users=len(let_go), superseded=len(active_again))
-    return Released(users=len(let_go), superseded=len(active_again))
+    """Let the tenant's held users go (or one of them), each as its latest state says; see the module docstring.
+
+    The held users' rows are locked before the brake's tenant lock, the order a deprovisioning takes them in (its
+    user's row, then the brake): the other way round, the identity provider deleting a held person during a
+    release deadlocked with it. People held meanwhile (not locked yet) make it start over with them too.
+    """
+    only = None if user_id is None else [user_id]
+    while True:
+        subjects = sorted(
+            {uuid.UUID(g.subject) for g in await outbox.gated(conn, outbox.HELD, tenant_id, "user", only)}
+        )
+        async with conn.transaction():
+            await conn.execute(_LOCK_USERS, tenant_id, subjects)  # no write slips in between reading and releasing
+            await conn.execute(_LOCK, _BRAKE_LOCK, tenant_id)  # and nobody is held meanwhile
+            gates = await outbox.gated(conn, outbox.HELD, tenant_id, "user", only)
+            held = {g.subject for g in gates}
+            if {uuid.UUID(s) for s in held} - set(subjects):
+                continue  # held since we looked: lock them too
+            latest = await outbox.latest_events(conn, "user", [(str(tenant_id), s) for s in held])
+            active_again = {e.subject for e in latest if _active(e)}
+            await outbox.set_aside(
+                conn, [g.sequence for g in gates if g.subject in active_again], outbox.HELD, _SUPERSEDED
+            )
+            await outbox.release(conn, [g.sequence for g in gates if g.subject not in active_again], outbox.HELD)
+            let_go = len(held) - len(active_again)
+            if user_id is None:
+                await conn.execute(_REARM, tenant_id)
+            await conn.execute("SELECT pg_notify($1, '')", outbox.CHANNEL)  # wake the relay now, not at its next poll
+        break
+    log.warning("brake.released", tenant_id=str(tenant_id), users=let_go, superseded=len(active_again))
+    return Released(users=let_go, superseded=len(active_again))
 
 
-def _active(row: Any) -> bool:
-    return row["type"] not in DEPROVISIONING and bool(row["data"].get("active", True))
+def _active(latest: StoredEvent) -> bool:
+    return latest.type not in DEPROVISIONING and bool(latest.data.get("active", True))
 
 
 async def summary(conn: Any, tenant_id: uuid.UUID | None, sample: int = 10) -> list[dict[str, Any]]:

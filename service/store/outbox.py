@@ -11,8 +11,13 @@ holds while every other stream keeps flowing. Two states use it:
 
 - `parked`: Kafka refused the event for good (too large, invalid, not authorised). The relay parks it
   (`park`, with the reason) and the SRE re-sends it with `scimsync relay resend` (`release`).
-- `held`: kept back on purpose (e.g. a deactivation awaiting a human's confirmation). A feature that holds
-  events sets `gate(conn, sequences, HELD, reason)` and later `release(conn, sequences, HELD)`; nothing else.
+- `held`: kept back on purpose (the deprovisioning brake, store/holds.py). A feature that holds events sets
+  `gate(conn, sequences, HELD, reason)` and later `release(conn, sequences, HELD)` or `set_aside(...)`.
+
+The gate is defined here once (`gate_in_stream`), and everything that sends events honours it: the relay's claim,
+`scimsync replay` (it skips gated events and those behind them, and counts them) and `reconcile --fix` (it
+re-sends nothing of a gated stream). Anything else would let a held deactivation or a stream's later events
+out before the gate opens.
 
 The claim probes the partial index `events_gated` (only gated rows, so a handful) once per unpublished
 event it reads: ready streams pay one lookup in an almost empty index. Events waiting behind a gate are read
@@ -38,14 +43,26 @@ EVENT_COLUMNS = "sequence, id, tenant_id, aggregate, subject, type, version, occ
 PARKED = "parked"
 HELD = "held"
 
+
+def is_gate(row: str = "events") -> str:
+    """SQL, true when `row` is a gate: unpublished, with a state (the partial index `events_gated` holds these)."""
+    return f"{row}.published_at IS NULL AND {row}.state IS NOT NULL"
+
+
+def gate_in_stream(row: str, earlier: bool = False) -> str:
+    """SQL, true when the stream of `row` (an alias with aggregate, tenant_id and subject) has a gate, or with
+    `earlier` one before `row.sequence`. The one definition of a blocked stream."""
+    before = f" AND gate.sequence < {row}.sequence" if earlier else ""
+    return (
+        f"EXISTS (SELECT 1 FROM events AS gate WHERE {is_gate('gate')} AND gate.aggregate = {row}.aggregate"
+        f" AND gate.tenant_id = {row}.tenant_id AND gate.subject = {row}.subject{before})"
+    )
+
+
 # Ready to publish: unpublished, not a gate, and no gate earlier in its stream.
-_READY = """
-events.published_at IS NULL AND events.state IS NULL AND NOT EXISTS (
-    SELECT 1 FROM events AS gate
-    WHERE gate.published_at IS NULL AND gate.state IS NOT NULL AND gate.aggregate = events.aggregate
-        AND gate.tenant_id = events.tenant_id AND gate.subject = events.subject AND gate.sequence < events.sequence
-)
-"""
+_READY = f"events.published_at IS NULL AND events.state IS NULL AND NOT {gate_in_stream('events', earlier=True)}"
+# Kept back: a gate, or an unpublished event behind one.
+_BLOCKED = f"events.published_at IS NULL AND (events.state IS NOT NULL OR {gate_in_stream('events', earlier=True)})"
 _CLAIM = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_READY} ORDER BY sequence LIMIT $1"
 # Not EXISTS: the planner drops ORDER BY/LIMIT inside it and may then scan the whole table for a ready row.
 _FIRST_READY = f"SELECT sequence FROM events WHERE {_READY} ORDER BY sequence LIMIT 1"
@@ -56,6 +73,13 @@ _LATEST = f"SELECT DISTINCT ON (subject) {EVENT_COLUMNS} FROM events WHERE {_PAI
 _HISTORIES = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_PAIRS} ORDER BY subject, sequence"
 
 _MARK = "UPDATE events SET published_at = now() WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL"
+# Of the given (tenant, subject) pairs: those whose stream has a gate.
+_BLOCKED_PAIRS = f"""
+SELECT s.subject FROM (
+    SELECT $1::text AS aggregate, t AS tenant_id, u AS subject FROM unnest($2::uuid[], $3::uuid[]) AS p(t, u)
+) AS s
+WHERE {gate_in_stream("s")}
+"""
 
 # The oldest age is of what the relay may publish: a stream behind a gate waits on purpose (counted apart).
 _LAG = f"""
@@ -63,28 +87,35 @@ SELECT
     (SELECT count(*) FROM events WHERE published_at IS NULL) AS unpublished,
     (SELECT greatest(0, extract(epoch FROM clock_timestamp() - occurred_at))::float8
        FROM events WHERE {_READY} ORDER BY sequence LIMIT 1) AS oldest_age,
-    (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'parked') AS parked,
-    (SELECT count(*) FROM events WHERE published_at IS NULL AND state = 'held') AS held,
+    (SELECT count(*) FROM events WHERE {is_gate()} AND state = 'parked') AS parked,
+    (SELECT count(*) FROM events WHERE {is_gate()} AND state = 'held') AS held,
     (SELECT greatest(0, extract(epoch FROM clock_timestamp() - min(state_since)))::float8
-       FROM events WHERE published_at IS NULL AND state = 'held') AS oldest_held_age
+       FROM events WHERE {is_gate()} AND state = 'held') AS oldest_held_age
 """
 
 _GATE = """
 UPDATE events SET state = $2, state_reason = $3, state_since = now()
 WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL
 """
-_RELEASE = """
+_RELEASE = f"""
 UPDATE events SET state = NULL, state_reason = NULL, state_since = NULL
-WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL AND state = $2
+WHERE sequence = ANY($1::bigint[]) AND {is_gate()} AND state = $2
+RETURNING sequence
+"""
+# Done without being sent: the gate's stream goes on after it; state and reason stay on the row, for the record.
+_SET_ASIDE = f"""
+UPDATE events SET published_at = now(), state_reason = state_reason || $3
+WHERE sequence = ANY($1::bigint[]) AND {is_gate()} AND state = $2
 RETURNING sequence
 """
 # Each gate with how many later events of its stream wait behind it.
-_GATED = """
+_GATED = f"""
 SELECT g.sequence, g.tenant_id, g.aggregate, g.subject, g.type, g.version, g.state, g.state_reason, g.state_since,
        (SELECT count(*) FROM events AS w WHERE w.tenant_id = g.tenant_id AND w.subject = g.subject
             AND w.aggregate = g.aggregate AND w.sequence > g.sequence AND w.published_at IS NULL) AS waiting
 FROM events AS g
-WHERE g.published_at IS NULL AND g.state = $1 AND ($2::uuid IS NULL OR g.tenant_id = $2)
+WHERE {is_gate("g")} AND g.state = $1 AND ($2::uuid IS NULL OR g.tenant_id = $2)
+    AND ($3::text IS NULL OR g.aggregate = $3) AND ($4::uuid[] IS NULL OR g.subject = ANY($4))
 ORDER BY g.sequence
 """
 # Of the given user events, those erased since they were read (their user was deleted meanwhile).
@@ -148,8 +179,22 @@ async def release(conn: Any, sequences: list[int], state: str) -> list[int]:
     return [row["sequence"] for row in await conn.fetch(_RELEASE, sequences, state)]
 
 
-async def gated(conn: Any, state: str, tenant_id: str | None = None) -> list[Gated]:
-    rows = await conn.fetch(_GATED, state, uuid.UUID(tenant_id) if tenant_id else None)
+async def set_aside(conn: Any, sequences: list[int], state: str, note: str) -> list[int]:
+    """Mark the gates in `state` at these events done without sending them (`note` is appended to the reason):
+    their streams go on with the next event. The sequences set aside."""
+    return [row["sequence"] for row in await conn.fetch(_SET_ASIDE, sequences, state, note)]
+
+
+async def gated(
+    conn: Any,
+    state: str,
+    tenant_id: str | uuid.UUID | None = None,
+    aggregate: str | None = None,
+    subjects: list[uuid.UUID] | None = None,
+) -> list[Gated]:
+    """The gates in `state`, oldest first: of one tenant, aggregate and some subjects if given."""
+    tenant = uuid.UUID(tenant_id) if isinstance(tenant_id, str) else tenant_id
+    rows = await conn.fetch(_GATED, state, tenant, aggregate, subjects)
     return [
         Gated(
             sequence=r["sequence"],
@@ -270,19 +315,29 @@ class Selection:
         return " AND ".join(conditions)
 
 
-async def count_selected(conn: Any, selection: Selection) -> int:
+async def count_selected(conn: Any, selection: Selection, blocked: bool = False) -> int:
+    """How many selected events may be re-sent (with `blocked`: how many are kept back by a gate instead)."""
     params: list[object] = []
-    return int(await conn.fetchval(f"SELECT count(*) FROM events WHERE {selection.where(params)}", *params))
+    sql = f"SELECT count(*) FROM events WHERE {selection.where(params)} AND {'' if blocked else 'NOT '}({_BLOCKED})"
+    return int(await conn.fetchval(sql, *params))
 
 
 async def read_selected(conn: Any, selection: Selection, after_sequence: int, limit: int) -> list[StoredEvent]:
-    """The next `limit` selected events after `after_sequence`, in sequence order (keyset paging)."""
+    """The next `limit` selected events after `after_sequence`, in sequence order (keyset paging), without those
+    a gate keeps back: a replay must not send a held event, nor a stream's events past a gate."""
     params: list[object] = [after_sequence, limit]
     where = selection.where(params)
     rows = await conn.fetch(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE sequence > $1 AND {where} ORDER BY sequence LIMIT $2", *params
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE sequence > $1 AND {where} AND NOT ({_BLOCKED})"
+        " ORDER BY sequence LIMIT $2",
+        *params,
     )
     return [stored(row) for row in rows]
+
+
+async def blocked_subjects(conn: Any, aggregate: str, pairs: list[tuple[str, str]]) -> set[str]:
+    """Of the given (tenant id, subject id): the subjects whose stream has a gate."""
+    return {str(row["subject"]) for row in await conn.fetch(_BLOCKED_PAIRS, aggregate, *_pairs(pairs))}
 
 
 def _pairs(pairs: list[tuple[str, str]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:

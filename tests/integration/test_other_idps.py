@@ -95,6 +95,10 @@ async def test_other_strings_for_booleans_are_refused(scim: httpx.AsyncClient, v
         await scim.post("/Users", json={"userName": "other@example.com", "active": value}),
         await scim.patch(f"/Users/{uid}", json=patch({"op": "replace", "path": "active", "value": value})),
         await scim.patch(f"/Users/{uid}", json=patch({"op": "replace", "value": {"active": value}})),
+        await scim.put(f"/Users/{uid}", json={"userName": "strict@example.com", "active": value}),
+        await scim.put(
+            f"/Users/{uid}", json={"userName": "strict@example.com", "emails": [{"value": "s@x", "primary": value}]}
+        ),
     ):
         assert response.status_code == 400, response.text
         assert response.json()["scimType"] == "invalidValue"

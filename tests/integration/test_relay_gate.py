@@ -25,7 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from . import test_relay
 from .test_relay import RelayProcess, assert_applies_in_order, by_key, fill_outbox, versions_seen, wait_published
-from .topics import TopicReader, read_topic
+from .topics import TopicReader, read_to_the_end, read_topic
 
 relays, topic = test_relay.relays, test_relay.topic  # fixtures: relays on this test's own topic
 
@@ -159,6 +159,15 @@ async def test_an_event_kafka_refuses_is_parked_and_stops_only_its_own_stream(
         await until(exported, what="scimsync_relay_parked_events >= 1")
     code, out, _ = await cli(database_url, stack.kafka, "relay", "status")
     assert code == 0 and json.loads(out)["parked"] >= 1
+
+    # A replay (the runbook's step after a Kafka outage) sends neither the parked event nor what waits behind it.
+    replayed = f"{topic}-replay"
+    code, _, err = await cli(
+        database_url, stack.kafka, "replay", "--tenant", str(acme), "--aggregate", "user", "--topic", replayed
+    )
+    assert code == 0, err
+    assert json.loads(err.strip().splitlines()[-1])["gated"] == 2
+    assert [r.version for r in await read_to_the_end(stack.kafka, replayed)] == [1]
 
     # Re-sent as it is, Kafka refuses it again: parked again (logged again), its stream still waits.
     since = await db.fetchval("SELECT state_since FROM events WHERE sequence = $1", huge)

@@ -30,6 +30,7 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap
         self.records: list[Record] = []
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=100)
         self._task: asyncio.Task[None] | None = None
@@ -60,6 +61,21 @@ class TopicReader:
                     Record(r.key.decode(), orjson.loads(r.value), dict(r.headers), r.partition, r.offset) for r in batch
                 )
 
+    async def to_the_end(self, within: float = 30) -> list[Record]:
+        """Every record up to the topic's end offsets as they are now (what a finished producer wrote is there)."""
+        probe = AIOKafkaConsumer(bootstrap_servers=self._bootstrap)
+        await probe.start()
+        try:
+            partitions = sorted(self._consumer.assignment())  # every partition of the topic (__aenter__)
+            assert partitions
+            ends = {tp.partition: end for tp, end in (await probe.end_offsets(partitions)).items() if end}
+        finally:
+            await probe.stop()
+        return await self.wait_until(
+            lambda rs: all(any(r.partition == p and r.offset >= end - 1 for r in rs) for p, end in ends.items()),
+            within,
+        )
+
     def count(self, tenant_id: str) -> int:
         return sum(1 for r in self.records if r.key.startswith(f"{tenant_id}:"))
 
@@ -70,6 +86,12 @@ class TopicReader:
             assert time.monotonic() < deadline, f"not there within {within} s ({len(self.records)} records read)"
             await asyncio.sleep(0.05)
         return list(self.records)
+
+
+async def read_to_the_end(bootstrap: str, topic: str, within: float = 30) -> list[Record]:
+    """Every record the topic holds now."""
+    async with TopicReader(bootstrap, topic) as reader:
+        return await reader.to_the_end(within)
 
 
 async def read_topic(
