@@ -39,6 +39,7 @@ def searches(n: int) -> dict[str, tuple[str, str]]:
         "many_matches": ("user12", "all"),
         "everyone": ("example", "all"),
         "two_letters": ("r9", "all"),
+        "many_sorting_last": ("user9", "all"),
         "nothing_found": ("nobody-here", "all"),
     }
 

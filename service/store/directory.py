@@ -17,27 +17,44 @@ import asyncpg
 from service.store import keyset, outbox
 
 _EMAILS = "CASE WHEN jsonb_typeof(resource->'emails') = 'array' THEN resource->'emails' ELSE '[]' END"
-# Users by lower(userName) (unique per tenant: index users_tenant_user_name), filtered by $2 (a LIKE pattern or
-# '') and $3 (active or not, or NULL for both). Unfiltered, the total is user_blocks' exact sum.
-_USERS = keyset.Listing(
-    select=f"""id, user_name, active, updated_at,
+_USER_COLUMNS = f"""id, user_name, active, updated_at,
        (SELECT e->>'value' FROM jsonb_array_elements({_EMAILS}) e
-        ORDER BY lower(e->>'primary') = 'true' DESC NULLS LAST LIMIT 1) AS email""",
+        ORDER BY lower(e->>'primary') = 'true' DESC NULLS LAST LIMIT 1) AS email"""
+# Users by lower(userName) (unique per tenant: index users_tenant_user_name). Unfiltered, the total is user_blocks'
+# exact sum.
+_ALL_USERS = keyset.Listing(
+    select=_USER_COLUMNS,
     source="FROM users",
     tenant="tenant_id = $1",
-    where=f"""($2 = '' OR lower(user_name) LIKE $2 ESCAPE '\\'
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements({_EMAILS}) e WHERE lower(e->>'value') LIKE $2 ESCAPE '\\'))
+    key="lower(user_name)",
+    id_column="id",
+    total="SELECT coalesce(sum(n), 0)::bigint FROM user_blocks WHERE tenant_id = $1",
+)
+_USERS_IN_STATE = keyset.Listing(
+    select=_USER_COLUMNS,
+    source="FROM users",
+    tenant="tenant_id = $1",
+    key="lower(user_name)",
+    id_column="id",
+    where="active = $2",
+)
+# A search: $2 is a LIKE pattern (`%text%`, lower-cased, backslash escapes: LIKE's default), $3 active or not, or
+# NULL for both. Each arm of the OR is served by a trigram index (migration 0014): a selective search reads only
+# its matches; one that matches most of the tenant is read along the userName index instead (the planner picks,
+# from the pattern itself: keyset.Listing.custom_plans). scim_emails_text joins the emails, so the exact test per
+# email stays; it comes first because on the userName index's path both are tested on every row, and it is the
+# cheaper (an AND's arms are tested in the order written; the bitmap path takes the index arm from it all the same).
+USERS_SEARCH = keyset.Listing(
+    select=_USER_COLUMNS,
+    source="FROM users",
+    tenant="tenant_id = $1",
+    where=f"""(lower(user_name) LIKE $2
+       OR (EXISTS (SELECT 1 FROM jsonb_array_elements({_EMAILS}) e WHERE lower(e->>'value') LIKE $2)
+           AND scim_emails_text(resource) LIKE $2))
   AND ($3::boolean IS NULL OR active = $3)""",
     key="lower(user_name)",
     id_column="id",
-)
-_ALL_USERS = keyset.Listing(
-    select=_USERS.select,
-    source=_USERS.source,
-    tenant=_USERS.tenant,
-    key=_USERS.key,
-    id_column="id",
-    total="SELECT coalesce(sum(n), 0)::bigint FROM user_blocks WHERE tenant_id = $1",
+    custom_plans=True,
 )
 # Deleted people: their user.deleted events (partial index events_deprovisioning), most recent first.
 _DELETED = keyset.Listing(
@@ -155,9 +172,12 @@ async def users(conn: Any, tenant_id: str, query: str, state: str, anchor: Ancho
         found = await keyset.page(conn, _DELETED, [key, _like(query)], anchor, PAGE_SIZE)
         return _page(found, [UserRow(str(r["id"]), None, None, "deleted", r["occurred_at"]) for r in found.rows])
     active = {"active": True, "deactivated": False}.get(state)
-    listing = _ALL_USERS if not query and active is None else _USERS
-    params: list[object] = [key] if listing is _ALL_USERS else [key, _like(query), active]
-    found = await keyset.page(conn, listing, params, anchor, PAGE_SIZE)
+    if query:
+        found = await keyset.page(conn, USERS_SEARCH, [key, _like(query), active], anchor, PAGE_SIZE)
+    elif active is not None:
+        found = await keyset.page(conn, _USERS_IN_STATE, [key, active], anchor, PAGE_SIZE)
+    else:
+        found = await keyset.page(conn, _ALL_USERS, [key], anchor, PAGE_SIZE)
     rows = [
         UserRow(str(r["id"]), r["user_name"], r["email"], "active" if r["active"] else "deactivated", r["updated_at"])
         for r in found.rows
