@@ -80,6 +80,14 @@ FROM events e LEFT JOIN {gate} g ON g.tenant_id = e.tenant_id AND g.{key} = e.su
 WHERE e.tenant_id = $1 AND e.aggregate = $2 AND e.published_at IS NOT NULL
   AND (g.version IS NULL OR g.version < e.version)
 """
+# The oldest of them published before $3: a service that refused an event (dead-lettered it) or is stopped.
+_STUCK = """
+SELECT e.aggregate, e.type, e.subject, e.version, e.published_at
+FROM events e LEFT JOIN {gate} g ON g.tenant_id = e.tenant_id AND g.{key} = e.subject
+WHERE e.tenant_id = $1 AND e.aggregate = $2 AND e.published_at < $3
+  AND (g.version IS NULL OR g.version < e.version)
+ORDER BY e.sequence LIMIT $4
+"""
 # Which consumer applies which stream, through which version gate.
 GATES = {
     "booking": [("user", "booking.users", "user_id")],
@@ -130,11 +138,24 @@ class Backlog:
 
 
 @dataclass(frozen=True)
+class StuckEvent:
+    """A published event a consumer has not applied long after: what the admin can look up (never its data)."""
+
+    consumer: str
+    aggregate: str  # user | group
+    type: str
+    subject: str
+    version: int
+    published_at: datetime
+
+
+@dataclass(frozen=True)
 class Health:
     last_published_at: datetime | None
     tenant_unpublished: int
     relay: outbox.Lag
     consumers: dict[str, Backlog]
+    stuck: list[StuckEvent]  # the oldest few per consumer, published before `stuck_before`
 
 
 def _like(text: str) -> str:
@@ -232,11 +253,12 @@ async def groups(conn: Any, tenant_id: str, anchor: Anchor = None) -> Page[Group
     return _page(found, rows)
 
 
-async def health(conn: Any, tenant_id: str) -> Health:
+async def health(conn: Any, tenant_id: str, stuck_before: datetime, shown: int = 10) -> Health:
     key = uuid.UUID(tenant_id)
     last = await conn.fetchval("SELECT max(published_at) FROM events WHERE tenant_id = $1", key)
     waiting = await conn.fetchval("SELECT count(*) FROM events WHERE published_at IS NULL AND tenant_id = $1", key)
     consumers: dict[str, Backlog] = {}
+    stuck: list[StuckEvent] = []
     for consumer, streams in GATES.items():
         total, oldest, started = 0, None, True
         for aggregate, gate, column in streams:
@@ -248,8 +270,11 @@ async def health(conn: Any, tenant_id: str) -> Health:
             total += row["events"]
             if row["oldest"] is not None and (oldest is None or row["oldest"] < oldest):
                 oldest = row["oldest"]
+            if row["oldest"] is not None and row["oldest"] < stuck_before:
+                found = await conn.fetch(_STUCK.format(gate=gate, key=column), key, aggregate, stuck_before, shown)
+                stuck += [StuckEvent(consumer, **{**dict(r), "subject": str(r["subject"])}) for r in found]
         consumers[consumer] = Backlog(total, oldest, started)
-    return Health(last, waiting, await outbox.lag(conn), consumers)
+    return Health(last, waiting, await outbox.lag(conn), consumers, stuck)
 
 
 def _json(value: Any) -> dict[str, Any]:

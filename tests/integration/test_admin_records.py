@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from consumers.runtime.database import apply_schema
 from service.store import directory, users
 from tests.integration.admin_helpers import signed_in
-from tests.integration.conftest import TenantInfo
+from tests.integration.conftest import ROOT, TenantInfo
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -81,3 +83,23 @@ async def test_a_search_is_served_by_the_trigram_indexes_not_a_scan_of_the_tenan
         )
     plan = "\n".join(r[0] for r in found)
     assert "users_user_name_trgm" in plan and "users_emails_trgm" in plan, plan
+
+
+async def test_sync_health_names_the_changes_a_service_has_not_applied_after_five_minutes(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, api_url: str
+) -> None:
+    for schema in ("booking", "workspace"):  # as if both consumers had started once
+        await apply_schema(db, ROOT / "consumers" / schema / "schema.sql")
+    uid = (await scim.post("/Users", json={"schemas": [USER], "userName": "stuck@example.com"})).json()["id"]
+    key = uuid.UUID(tenant.id)
+    # Published ten minutes ago (no relay runs here); booking applied both, workspace neither (dead-lettered, say).
+    await db.execute("UPDATE events SET published_at = now() - interval '10 minutes' WHERE tenant_id = $1", key)
+    await db.execute("INSERT INTO booking.users (tenant_id, user_id, version) VALUES ($1, $2, 1)", key, uuid.UUID(uid))
+    admin = await signed_in(db, api_url, tenant.id)
+    page = (await admin.get(f"/admin/tenants/{tenant.id}/health")).text
+    services, _, stuck = page.partition('id="stuck"')
+    rows = dict(re.findall(r"<tr>\s*<td>(booking|workspace)</td>(.*?)</tr>", services, re.S))
+    assert "OK" in rows["booking"] and "Stuck" in rows["workspace"]
+    assert "workspace" in stuck and "booking" not in stuck
+    assert f'href="/admin/tenants/{tenant.id}/users/{uid}"' in stuck and "user.created" in stuck
+    await admin.aclose()
