@@ -43,6 +43,7 @@ async def test_users_are_found_by_username_or_email_and_state_and_deleted_people
     page = await admin.get(f"{users}/{gone}")
     assert page.status_code == 200 and "Deleted user" in page.text and "carol" not in page.text
     assert "details erased" in page.text and page.text.count("not yet") == 4  # no consumer ran in this test
+    assert page.text.count("booking: not yet") == page.text.count("workspace: not yet") == 2  # the wording
     assert (await admin.get(f"{users}/not-a-uuid")).status_code == 404
     await admin.aclose()
 
