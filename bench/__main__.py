@@ -8,7 +8,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["api", "groups", "relay", "e2e", "replay", "consumers", "rebuild", "million", "pipeline", "burst"]
+BENCHES = [
+    "api",
+    "groups",
+    "relay",
+    "e2e",
+    "replay",
+    "consumers",
+    "rebuild",
+    "million",
+    "admin_search",
+    "pipeline",
+    "burst",
+]
 
 
 def main() -> int:

@@ -95,10 +95,14 @@ async def open_link(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
+    """Ends the session (its cookie alone no longer works) and drops the cookie: only with the page's CSRF token,
+    or any site could sign an admin out by posting here."""
     deps = deps_of(request)
     secret = request.cookies.get(COOKIE, "")
     form = await request.form()
-    if secret and csrf_ok(secret, form.get("csrf")):
+    if secret:
+        if not same_origin(request, deps.settings) or not csrf_ok(secret, form.get("csrf")):
+            return message(request, 403, "This form has expired", "Reload the page and try again.")
         async with deps.pool.acquire() as conn:
             await access.end_session(conn, secret)
     response = message(request, 200, "Signed out", "You can close this tab.")

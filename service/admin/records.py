@@ -127,10 +127,10 @@ async def groups_page(request: Request, grant: Grant) -> Response:
 @tenant_page
 async def health_page(request: Request, grant: Grant) -> Response:
     deps = deps_of(request)
-    async with deps.pool.acquire() as conn:
-        health = await directory.health(conn, grant.tenant_id)
-        held = await holds.summary(conn, uuid.UUID(grant.tenant_id), sample=0)
     stuck_before = datetime.now(UTC) - STUCK_AFTER
+    async with deps.pool.acquire() as conn:
+        health = await directory.health(conn, grant.tenant_id, stuck_before)
+        held = await holds.summary(conn, uuid.UUID(grant.tenant_id), sample=0)
     return render(
         request,
         "health.html",

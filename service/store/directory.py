@@ -17,27 +17,44 @@ import asyncpg
 from service.store import keyset, outbox
 
 _EMAILS = "CASE WHEN jsonb_typeof(resource->'emails') = 'array' THEN resource->'emails' ELSE '[]' END"
-# Users by lower(userName) (unique per tenant: index users_tenant_user_name), filtered by $2 (a LIKE pattern or
-# '') and $3 (active or not, or NULL for both). Unfiltered, the total is user_blocks' exact sum.
-_USERS = keyset.Listing(
-    select=f"""id, user_name, active, updated_at,
+_USER_COLUMNS = f"""id, user_name, active, updated_at,
        (SELECT e->>'value' FROM jsonb_array_elements({_EMAILS}) e
-        ORDER BY lower(e->>'primary') = 'true' DESC NULLS LAST LIMIT 1) AS email""",
+        ORDER BY lower(e->>'primary') = 'true' DESC NULLS LAST LIMIT 1) AS email"""
+# Users by lower(userName) (unique per tenant: index users_tenant_user_name). Unfiltered, the total is user_blocks'
+# exact sum.
+_ALL_USERS = keyset.Listing(
+    select=_USER_COLUMNS,
     source="FROM users",
     tenant="tenant_id = $1",
-    where=f"""($2 = '' OR lower(user_name) LIKE $2 ESCAPE '\\'
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements({_EMAILS}) e WHERE lower(e->>'value') LIKE $2 ESCAPE '\\'))
+    key="lower(user_name)",
+    id_column="id",
+    total="SELECT coalesce(sum(n), 0)::bigint FROM user_blocks WHERE tenant_id = $1",
+)
+_USERS_IN_STATE = keyset.Listing(
+    select=_USER_COLUMNS,
+    source="FROM users",
+    tenant="tenant_id = $1",
+    key="lower(user_name)",
+    id_column="id",
+    where="active = $2",
+)
+# A search: $2 is a LIKE pattern (`%text%`, lower-cased, backslash escapes: LIKE's default), $3 active or not, or
+# NULL for both. Each arm of the OR is served by a trigram index (migration 0014): a selective search reads only
+# its matches; one that matches most of the tenant is read along the userName index instead (the planner picks,
+# from the pattern itself: keyset.Listing.custom_plans). scim_emails_text joins the emails, so the exact test per
+# email stays; it comes first because on the userName index's path both are tested on every row, and it is the
+# cheaper (an AND's arms are tested in the order written; the bitmap path takes the index arm from it all the same).
+USERS_SEARCH = keyset.Listing(
+    select=_USER_COLUMNS,
+    source="FROM users",
+    tenant="tenant_id = $1",
+    where=f"""(lower(user_name) LIKE $2
+       OR (EXISTS (SELECT 1 FROM jsonb_array_elements({_EMAILS}) e WHERE lower(e->>'value') LIKE $2)
+           AND scim_emails_text(resource) LIKE $2))
   AND ($3::boolean IS NULL OR active = $3)""",
     key="lower(user_name)",
     id_column="id",
-)
-_ALL_USERS = keyset.Listing(
-    select=_USERS.select,
-    source=_USERS.source,
-    tenant=_USERS.tenant,
-    key=_USERS.key,
-    id_column="id",
-    total="SELECT coalesce(sum(n), 0)::bigint FROM user_blocks WHERE tenant_id = $1",
+    custom_plans=True,
 )
 # Deleted people: their user.deleted events (partial index events_deprovisioning), most recent first.
 _DELETED = keyset.Listing(
@@ -62,6 +79,14 @@ SELECT count(*) AS events, min(e.published_at) AS oldest
 FROM events e LEFT JOIN {gate} g ON g.tenant_id = e.tenant_id AND g.{key} = e.subject
 WHERE e.tenant_id = $1 AND e.aggregate = $2 AND e.published_at IS NOT NULL
   AND (g.version IS NULL OR g.version < e.version)
+"""
+# The oldest of them published before $3: a service that refused an event (dead-lettered it) or is stopped.
+_STUCK = """
+SELECT e.aggregate, e.type, e.subject, e.version, e.published_at
+FROM events e LEFT JOIN {gate} g ON g.tenant_id = e.tenant_id AND g.{key} = e.subject
+WHERE e.tenant_id = $1 AND e.aggregate = $2 AND e.published_at < $3
+  AND (g.version IS NULL OR g.version < e.version)
+ORDER BY e.sequence LIMIT $4
 """
 # Which consumer applies which stream, through which version gate.
 GATES = {
@@ -113,11 +138,24 @@ class Backlog:
 
 
 @dataclass(frozen=True)
+class StuckEvent:
+    """A published event a consumer has not applied long after: what the admin can look up (never its data)."""
+
+    consumer: str
+    aggregate: str  # user | group
+    type: str
+    subject: str
+    version: int
+    published_at: datetime
+
+
+@dataclass(frozen=True)
 class Health:
     last_published_at: datetime | None
     tenant_unpublished: int
     relay: outbox.Lag
     consumers: dict[str, Backlog]
+    stuck: list[StuckEvent]  # the oldest few per consumer, published before `stuck_before`
 
 
 def _like(text: str) -> str:
@@ -155,9 +193,12 @@ async def users(conn: Any, tenant_id: str, query: str, state: str, anchor: Ancho
         found = await keyset.page(conn, _DELETED, [key, _like(query)], anchor, PAGE_SIZE)
         return _page(found, [UserRow(str(r["id"]), None, None, "deleted", r["occurred_at"]) for r in found.rows])
     active = {"active": True, "deactivated": False}.get(state)
-    listing = _ALL_USERS if not query and active is None else _USERS
-    params: list[object] = [key] if listing is _ALL_USERS else [key, _like(query), active]
-    found = await keyset.page(conn, listing, params, anchor, PAGE_SIZE)
+    if query:
+        found = await keyset.page(conn, USERS_SEARCH, [key, _like(query), active], anchor, PAGE_SIZE)
+    elif active is not None:
+        found = await keyset.page(conn, _USERS_IN_STATE, [key, active], anchor, PAGE_SIZE)
+    else:
+        found = await keyset.page(conn, _ALL_USERS, [key], anchor, PAGE_SIZE)
     rows = [
         UserRow(str(r["id"]), r["user_name"], r["email"], "active" if r["active"] else "deactivated", r["updated_at"])
         for r in found.rows
@@ -212,11 +253,12 @@ async def groups(conn: Any, tenant_id: str, anchor: Anchor = None) -> Page[Group
     return _page(found, rows)
 
 
-async def health(conn: Any, tenant_id: str) -> Health:
+async def health(conn: Any, tenant_id: str, stuck_before: datetime, shown: int = 10) -> Health:
     key = uuid.UUID(tenant_id)
     last = await conn.fetchval("SELECT max(published_at) FROM events WHERE tenant_id = $1", key)
     waiting = await conn.fetchval("SELECT count(*) FROM events WHERE published_at IS NULL AND tenant_id = $1", key)
     consumers: dict[str, Backlog] = {}
+    stuck: list[StuckEvent] = []
     for consumer, streams in GATES.items():
         total, oldest, started = 0, None, True
         for aggregate, gate, column in streams:
@@ -228,8 +270,11 @@ async def health(conn: Any, tenant_id: str) -> Health:
             total += row["events"]
             if row["oldest"] is not None and (oldest is None or row["oldest"] < oldest):
                 oldest = row["oldest"]
+            if row["oldest"] is not None and row["oldest"] < stuck_before:
+                found = await conn.fetch(_STUCK.format(gate=gate, key=column), key, aggregate, stuck_before, shown)
+                stuck += [StuckEvent(consumer, **{**dict(r), "subject": str(r["subject"])}) for r in found]
         consumers[consumer] = Backlog(total, oldest, started)
-    return Health(last, waiting, await outbox.lag(conn), consumers)
+    return Health(last, waiting, await outbox.lag(conn), consumers, stuck)
 
 
 def _json(value: Any) -> dict[str, Any]:

@@ -33,6 +33,10 @@ class Listing:
     descending: bool = False
     where: str = "true"
     total: str | None = None
+    # Plan every read for its own filter values: a LIKE '%x%' matching a handful of rows wants the trigram index,
+    # one matching most of the tenant the ordered key index; a generic plan (which Postgres may settle on for a
+    # prepared statement after five runs) would pick one for all and be slow for the others.
+    custom_plans: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ async def page(
     conn: Any, listing: Listing, params: list[object], anchor: tuple[Direction, uuid.UUID] | None, size: int
 ) -> Page:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if listing.custom_plans:
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         return await _page(conn, listing, params, anchor, size)
 
 

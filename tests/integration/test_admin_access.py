@@ -187,3 +187,25 @@ def test_the_cli_prints_a_link_that_opens_the_console(api_url: str, database_url
         assert subprocess.run(disable, env=env, cwd=ROOT, capture_output=True, timeout=60).returncode == 0
         activity = client.get(f"{api_url}/admin/tenants/{tenant.id}/activity").text
         assert "operator (CLI)" in activity and "provisioning disabled" in activity and "setup link issued" in activity
+
+
+async def test_signing_out_needs_the_csrf_token_and_ends_the_session_for_good(
+    api_url: str, db: Any, tenant: TenantInfo
+) -> None:
+    admin = await signed_in(db, api_url, tenant.id)
+    home = f"/admin/tenants/{tenant.id}/"
+    page = await admin.get(home)
+    session = admin.cookies[COOKIE]
+    # Another site's form (no token, or its own Origin) must not sign the admin out, not even by dropping the cookie.
+    for forged in (
+        await admin.post("/admin/sign-out"),
+        await admin.post("/admin/sign-out", data={"csrf": csrf(page)}, headers={"Origin": "https://evil.test"}),
+    ):
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    assert (await admin.get(home)).status_code == 200
+    done = await admin.post("/admin/sign-out", data={"csrf": csrf(page)})
+    assert done.status_code == 200 and "Signed out" in done.text and COOKIE in done.headers["set-cookie"]
+    async with httpx.AsyncClient(base_url=api_url, cookies={COOKIE: session}, timeout=30) as replayed:
+        ended = await replayed.get(home)
+        assert ended.status_code == 401 and "Your session has ended" in ended.text
+    await admin.aclose()

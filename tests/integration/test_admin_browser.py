@@ -33,6 +33,7 @@ SHOTS = (
 OKTA = {"User-Agent": "Okta SCIM Client 1.0.0", "Content-Type": "application/scim+json; charset=utf-8"}
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+GREEN, RED = "rgb(26, 127, 55)", "rgb(198, 40, 40)"  # admin.css --green, --red
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
@@ -114,8 +115,12 @@ async def test_an_admin_connects_okta_rotates_and_switches_provisioning(
         assert created.status_code == 201
         assert (await okta.get("/Users", headers={"Authorization": f"Bearer {tenant.token}"})).status_code == 401
 
-        await page.get_by_role("button", name="Disable user provisioning").click()
-        await expect(page.get_by_role("button", name="Enable user provisioning")).to_be_visible()
+        # The product's help article: "click the green button [...] the button becomes red".
+        disable = page.get_by_role("button", name="Disable user provisioning")
+        await expect(disable).to_have_css("background-color", RED)
+        await disable.click()
+        await page.mouse.move(0, 0)  # not hovering: the button's own colour, not its hover shade
+        await expect(page.get_by_role("button", name="Enable user provisioning")).to_have_css("background-color", GREEN)
         await expect(page.get_by_role("alert")).to_contain_text("User provisioning is disabled")
         await shot(page, "disabled")
         refused = await okta.get("/Users")

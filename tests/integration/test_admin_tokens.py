@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from service.domain.tenants import hash_token, new_token
 from service.store import migrator, tenants
 from service.store.audit import forget_old_bodies
 from service.store.pool import connect
-from tests.integration.admin_helpers import signed_in
+from tests.integration.admin_helpers import csrf, signed_in
 from tests.integration.conftest import Stack, TenantInfo, _with_database
 
 
@@ -82,3 +85,34 @@ async def test_refused_request_bodies_are_forgotten_after_30_days_and_the_rows_s
     assert await forget_old_bodies(db) >= 1
     rows = await db.fetch("SELECT body FROM scim_requests WHERE tenant_id = $1 ORDER BY at", key)
     assert [r["body"] for r in rows] == [None, {"userName": "recent"}]
+
+
+@pytest.mark.parametrize(
+    ("grace", "old_works", "action"),
+    [
+        ("0", False, "token rotated (previous tokens stop at once)"),
+        ("86400", True, "token rotated (previous tokens keep working for 24 hours)"),
+    ],
+)
+async def test_rotating_with_no_grace_stops_the_old_token_and_with_24_hours_keeps_it_a_day(
+    tenant: TenantInfo, db: Any, api_url: str, grace: str, old_works: bool, action: str
+) -> None:
+    admin = await signed_in(db, api_url, tenant.id)
+    home = f"/admin/tenants/{tenant.id}/"
+    rotated = await admin.post(f"{home}tokens", data={"csrf": csrf(await admin.get(home)), "grace": grace})
+    shown = re.search(r'id="token" type="text" value="([^"]+)"', rotated.text)
+    assert rotated.status_code == 200 and shown is not None
+    async with httpx.AsyncClient(base_url=tenant.base_url, timeout=30) as client:
+        new = await client.get("/Users", headers={"Authorization": f"Bearer {shown.group(1)}"})
+        old = await client.get("/Users", headers={"Authorization": f"Bearer {tenant.token}"})
+    assert new.status_code == 200 and old.status_code == (200 if old_works else 401)
+    listed = (await admin.get(home)).text.count("Revoke token ending in")
+    assert listed == (2 if old_works else 1)
+    if old_works:  # it says until when: a day from now
+        until = await db.fetchval(
+            "SELECT expires_at - now() FROM tenant_tokens WHERE tenant_id = $1 AND expires_at IS NOT NULL",
+            uuid.UUID(tenant.id),
+        )
+        assert timedelta(hours=23, minutes=59) < until <= timedelta(hours=24)
+    assert action in (await admin.get(f"{home}activity")).text
+    await admin.aclose()
