@@ -17,11 +17,12 @@ from starlette.routing import Route
 from service import logs
 from service.api import writes
 from service.api.body import read_json
-from service.api.errors import error_body
+from service.api.errors import CONTENTION, error_body
 from service.api.responses import ScimResponse
 from service.domain import bulk
-from service.domain.errors import PayloadTooLarge, ScimError
+from service.domain.errors import Contended, PayloadTooLarge, ScimError
 from service.domain.versions import etag
+from service.store.pool import CONTENDED
 
 log = logs.get(__name__)
 
@@ -87,7 +88,10 @@ async def run_bulk(request: Request) -> Response:
         if op.bulk_id is not None:
             result["bulkId"] = op.bulk_id
         try:
-            status, path, version = await _run(tenant, op, ids, failed)
+            try:
+                status, path, version = await _run(tenant, op, ids, failed)
+            except CONTENDED as cause:  # this operation alone was rolled back; the others stand
+                raise Contended(CONTENTION) from cause
         except ScimError as exc:
             errors += 1
             if op.bulk_id is not None:

@@ -10,10 +10,12 @@ from service import logs
 from service.api.responses import ScimResponse
 from service.domain.errors import ScimError
 from service.domain.schema import ERROR
-from service.store.pool import DATABASE_ERRORS, distrust_connections, unreachable
+from service.store.pool import DATABASE_ERRORS, contended, distrust_connections, unreachable
 
 log = logs.get(__name__)
 RETRY_AFTER_SECONDS = 5  # Okta and Entra retry a 503; a Postgres restart or failover takes seconds
+CONTENTION = "Postgres rolled this write back to settle a conflict with a concurrent one; send it again"
+RETRY_CONTENDED_SECONDS = 1  # a deadlock or serialization failure is over once Postgres has rolled one side back
 
 
 def error_body(status: int, detail: str, scim_type: str | None = None) -> dict[str, object]:
@@ -47,9 +49,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
-    """Postgres is away (restart, failover, network): a 503 the client retries, not a 500 that reads as our bug.
-    The tenant lookup before every SCIM call goes through here too, so a token is never refused for it.
+    """Postgres is away (restart, failover, network), or rolled the write back to end a deadlock with a concurrent
+    one: a 503 the client retries, not a 500 that reads as our bug. The tenant lookup before every SCIM call goes
+    through here too, so a token is never refused for it.
     Any other database error is a bug: re-raised, it becomes the last-resort 500 (api/middleware.py)."""
+    if contended(exc):
+        log.warning("request.database_contention", error=type(exc).__name__)
+        return error_response(503, CONTENTION, headers={"Retry-After": str(RETRY_CONTENDED_SECONDS)})
     if not unreachable(exc):
         raise exc
     log.warning("request.database_unreachable", error=type(exc).__name__)

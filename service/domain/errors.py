@@ -91,5 +91,12 @@ class UnsupportedMediaType(ScimError):
     status = 415
 
 
+class Contended(ScimError):
+    """Postgres rolled a write back to end a deadlock or serialization failure with a concurrent one: sent again,
+    it goes through. A request's answer carries Retry-After (api/errors.py); a Bulk operation's result this status."""
+
+    status = 503
+
+
 class NotImplementedFeature(ScimError):
     status = 501

@@ -25,6 +25,9 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     # fails inside the client ("another operation is in progress"). Retrying on a fresh connection works.
     asyncpg.InternalClientError,
 )
+# Postgres rolled the transaction back to settle a conflict with a concurrent one (a deadlock, a serialization
+# failure): nobody's bug, and the same request sent again goes through. The API answers 503 with Retry-After too.
+CONTENDED: tuple[type[Exception], ...] = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # What the API's error renderer looks at: every error a database call can raise. `unreachable` tells which.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -39,11 +42,20 @@ def unreachable(exc: BaseException) -> bool:
     """True when `exc` is, or was raised while handling, an UNREACHABLE error. A transaction cut by a restart ends
     in asyncpg's InterfaceError ("the underlying connection is closed") from its exit, raised while handling the
     real cause: the cause decides, not the message."""
+    return _caused_by(exc, UNREACHABLE)
+
+
+def contended(exc: BaseException) -> bool:
+    """True when `exc` is, or was raised while handling, a CONTENDED error."""
+    return _caused_by(exc, CONTENDED)
+
+
+def _caused_by(exc: BaseException, kinds: tuple[type[Exception], ...]) -> bool:
     seen: BaseException | None = exc
     for _ in range(10):  # a chain is short; never loop on a cycle
         if seen is None:
             return False
-        if isinstance(seen, UNREACHABLE):
+        if isinstance(seen, kinds):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from service.store import tenants
+from service.store.pool import connect
 
 from .conftest import ROOT, TenantInfo
 from .test_relay import RelayProcess, by_key, relays, topic, versions_seen  # noqa: F401 (fixtures)
@@ -172,3 +173,75 @@ async def test_events_unpublished_when_their_user_is_deleted_go_out_erased(
     assert records[2].value["data"] == {"id": user_id}
     for record in records:
         assert not any(s in orjson.dumps(record.value).decode() for s in secrets)
+
+
+async def test_a_write_that_postgres_ends_in_a_deadlock_is_a_503_to_retry(
+    scim: httpx.AsyncClient, db: Any, database_url: str, tenant: TenantInfo
+) -> None:
+    # A deadlock is nobody's bug and not the client's fault: Postgres picked this write to abort, and the same write
+    # sent again goes through.
+    user = (await scim.post("/Users", json={"userName": "deadlock@example.com"})).json()
+    answer = await _in_a_deadlock(
+        db, database_url, tenant, user["id"], scim.patch(f"/Users/{user['id']}", json=_DEACTIVATE)
+    )
+    assert_scim_error(answer, 503)
+    assert int(answer.headers["retry-after"]) > 0
+    assert "Traceback" not in answer.text
+    stored = (await scim.get(f"/Users/{user['id']}")).json()
+    assert stored["active"] is True and stored["meta"]["version"] == user["meta"]["version"]  # nothing half-written
+    again = await scim.patch(f"/Users/{user['id']}", json=_DEACTIVATE)
+    assert again.status_code == 200 and again.json()["active"] is False
+
+
+async def test_a_bulk_operation_ended_by_a_deadlock_is_its_own_503_and_the_rest_still_run(
+    scim: httpx.AsyncClient, db: Any, database_url: str, tenant: TenantInfo
+) -> None:
+    user = (await scim.post("/Users", json={"userName": "bulk-deadlock@example.com"})).json()
+    operations = [
+        {"method": "PATCH", "path": f"/Users/{user['id']}", "data": _DEACTIVATE},
+        {"method": "POST", "path": "/Users", "bulkId": "after", "data": {"userName": "after-deadlock@example.com"}},
+    ]
+    bulk_request = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": operations}
+    answer = await _in_a_deadlock(db, database_url, tenant, user["id"], scim.post("/Bulk", json=bulk_request))
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["Operations"]
+    assert [r["status"] for r in results] == ["503", "201"]
+    assert results[0]["response"]["status"] == "503" and "send it again" in results[0]["response"]["detail"]
+    assert (await scim.get(f"/Users/{user['id']}")).json()["active"] is True
+
+
+async def _in_a_deadlock(db: Any, database_url: str, tenant: TenantInfo, user_id: str, request: Any) -> httpx.Response:
+    """Send `request` (a user's deactivation) into a deadlock that Postgres ends by aborting the API's side. A
+    deactivation locks its user's row, then the tenant's brake lock (store/holds.py); another session holding the
+    brake lock and then asking for that row closes the cycle."""
+    other = await connect(database_url)
+    try:
+        other_tx = other.transaction()
+        await other_tx.start()
+        await other.execute("SET LOCAL deadlock_timeout = '5s'")  # the API's session, waiting longer, detects it
+        await other.execute("SELECT pg_advisory_xact_lock(7202614, hashtext($1::uuid::text))", uuid.UUID(tenant.id))
+        sent = asyncio.create_task(request)
+        await _until_waiting_for_a_lock(db, "pg_advisory_xact_lock")
+        row_lock = asyncio.create_task(
+            other.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", uuid.UUID(user_id))
+        )
+        answer: httpx.Response = await asyncio.wait_for(sent, 30)
+        await asyncio.wait_for(row_lock, 30)
+        await other_tx.rollback()
+    finally:
+        await other.close()
+    return answer
+
+
+_DEACTIVATE = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": {"active": False}}]}
+
+
+async def _until_waiting_for_a_lock(db: Any, query_part: str) -> None:
+    for _ in range(300):
+        if await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
+            query_part,
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no session waits for a lock in {query_part}")
