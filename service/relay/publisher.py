@@ -303,10 +303,14 @@ async def ensure_topic(
     replication_factor: int,
     security: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are."""
+    """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are,
+    and not asked for: a principal without CREATE (the platform team made the topics) is refused even for an
+    existing topic, and would then never publish."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-relay", **(security or {}))
     await admin.start()
     try:
+        if topic in await admin.list_topics():
+            return False
         response = await admin.create_topics(
             [NewTopic(topic, partitions, replication_factor, topic_configs=TOPIC_CONFIG)]
         )

@@ -11,7 +11,7 @@ import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from service.domain.events import StoredEvent
-from service.relay.publisher import KafkaUnavailable, Publisher
+from service.relay.publisher import KafkaUnavailable, Publisher, ensure_topic
 
 TENANT = str(uuid.uuid4())
 
@@ -68,3 +68,36 @@ async def test_a_broker_that_cannot_be_reached_still_fails_the_whole_batch(monke
 
     with pytest.raises(KafkaUnavailable):
         await publisher(Unreachable("none"), monkeypatch).publish([event(1, "user", str(uuid.uuid4()), 1)])
+
+
+class Admin:
+    """AIOKafkaAdminClient as a principal with DESCRIBE and WRITE on the topics but no CREATE sees it (the platform team
+    made the topics): every CreateTopics answer is TOPIC_AUTHORIZATION_FAILED (29), existing topic or not."""
+
+    created: list[str] = []
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_topics(self) -> list[str]:
+        return ["users", "groups"]
+
+    async def create_topics(self, topics: list[Any]) -> Any:
+        Admin.created += [t.name for t in topics]
+
+        class Response:
+            topic_errors = [(t.name, 29, "Authorization failed.") for t in topics]
+
+        return Response()
+
+
+async def test_topics_the_platform_team_made_need_no_create_permission(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("service.relay.publisher.AIOKafkaAdminClient", Admin)
+    assert await ensure_topic("127.0.0.1:1", "users", 6, 3) is False
+    assert Admin.created == []
