@@ -262,7 +262,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from service import reconcile
-    from service.relay.publisher import KafkaUnavailable
+    from service.relay.publisher import KafkaUnavailable, RecordRefused
 
     # The one line below says it when Kafka is unreachable; aiokafka's own error lines would only repeat it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -278,6 +278,9 @@ async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
                 await reconcile.repair(conn, settings, report)
             except KafkaUnavailable as exc:  # 2 = could not check or fix; 1 would claim "drift, repairs sent"
                 sys.stderr.write(f"scimsync: drift found but Kafka is unreachable, no repair was sent ({exc})\n")
+                return 2
+            except RecordRefused as exc:  # e.g. a topic limit below the event's size: the rest of the repair waits
+                sys.stderr.write(f"scimsync: drift found but the repair stopped: {exc}\n")
                 return 2
         summary, meanings = report.summary(), reconcile.meanings()
         _print(summary)

@@ -33,6 +33,8 @@ class Metrics:
     # Delta streams (runtime/gaps.py), over the whole group (read from the database, not only this member's part):
     held_streams: dict[str, int] = field(default_factory=dict)  # topic -> entities held at a gap
     oldest_held_age: dict[str, float] = field(default_factory=dict)  # topic -> seconds the oldest held event waits
+    # 1 while the consumer waits for an unfinished rebuild (process.py): it holds no partition then, so reports no lag.
+    rebuild_pending: int = 0
 
     def __post_init__(self) -> None:
         for topic in self.topics:
@@ -75,6 +77,11 @@ class Metrics:
             metric = f"scimsync_consumer_{name}"
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
             lines += [f'{metric}{{group="{self.group}",topic="{t}"}} {v:g}' for t, v in sorted(values.items())]
+        lines += [
+            "# HELP scimsync_consumer_rebuild_pending 1 while this consumer waits for an unfinished rebuild.",
+            "# TYPE scimsync_consumer_rebuild_pending gauge",
+            f'scimsync_consumer_rebuild_pending{{group="{self.group}"}} {self.rebuild_pending}',
+        ]
         return "\n".join(lines) + "\n"
 
 

@@ -131,9 +131,9 @@ class ConsumerProcess:
             if started is None:
                 if self.rebuild_pending:
                     self._log.info("consumer.rebuild_finished", group=group)
-                self.rebuild_pending = False
+                self.rebuild_pending, self.metrics.rebuild_pending = False, 0
                 return
-            self.rebuild_pending = True
+            self.rebuild_pending, self.metrics.rebuild_pending = True, 1
             if time.monotonic() - logged >= REBUILD_LOG_EVERY_S:
                 logged = time.monotonic()
                 self._log.error(

@@ -42,7 +42,7 @@ def render(deps: Any) -> str:
     audit = getattr(deps, "audit", None)
     if audit is not None:
         text += (
-            "# HELP scimsync_audit_dropped_rows_total Audit rows dropped because too many waited for Postgres.\n"
+            "# HELP scimsync_audit_dropped_rows_total Audit rows dropped (too many waited, or Postgres refused them).\n"
             "# TYPE scimsync_audit_dropped_rows_total counter\n"
             f"scimsync_audit_dropped_rows_total {audit.dropped}\n"
             "# HELP scimsync_audit_pending_rows Audit rows waiting to be written.\n"

@@ -7,8 +7,9 @@ meanwhile. So the relay's session carries a lease of `seconds` (SCIMSYNC_RELAY_L
 
 Server side (server_settings of the relay's session, so no server configuration is needed):
 - `idle_session_timeout` = the lease: Postgres ends a session that sent no statement for that long, and the
-  lock goes with it. A live relay talks to Postgres at least once a second (claim, sleep lock, poll) and
-  before every retry of a batch Kafka refused, so only a leader that is gone (or cut off) stays quiet that long.
+  lock goes with it. A live relay talks to Postgres at least once a second (claim, sleep lock, poll), and while
+  Kafka is away before and after each pause between sends (a send ends by `deadline()`, a pause lasts at most half
+  the lease), so only a leader that is gone (or cut off) stays quiet that long.
   This also covers a frozen network path, where TCP keepalives may still be answered by a middlebox.
 - `idle_in_transaction_session_timeout` = the lease (the relay runs no long transactions);
   `tcp_keepalives_idle/interval/count` (2 s, 2 s, 3) and `tcp_user_timeout` = the lease: a dead peer's socket

@@ -8,10 +8,10 @@ the whole batch. That can duplicate events, never lose or skip them.
 
 A record Kafka refuses for good (`PERMANENT`: too large, invalid, not authorised) is not retried: `publish`
 returns it as refused, with the reason, and does not send the later events of its stream (user or group) in
-the batch, so the relay can park it and keep that stream's order. A record over `max_request_size` is refused
-by the client before anything is sent. A refusal by the broker fails the whole producer batch it was in
-(other keys of its partition too), so after one the records that failed are sent again one at a time, each
-alone in its request, to learn which of them Kafka really refuses.
+the batch, so the relay can park it and keep that stream's order. A record over `max_request_size`, or one for a
+topic the principal may not describe, is refused by the client before anything is sent. A refusal by the broker
+fails the whole producer batch it was in (other keys of its partition too), so after one the records that failed
+are sent again one at a time, each alone in its request, to learn which of them Kafka really refuses.
 
 Tracing (service/tracing.py): every record carries a `traceparent` header when its event has one: the stored one,
 or with tracing on that of the record's own PRODUCER span (a child of the stored one), ended when Kafka answers.
@@ -161,7 +161,9 @@ class Publisher:
                         continue
                     try:
                         pending.append((event, await self._send(producer, event, extra_headers)))
-                    except MessageSizeTooLargeError as exc:  # over max_request_size: the client refused to send it
+                    # Refused before anything was sent: over max_request_size, or a topic whose metadata the
+                    # principal may not read (aiokafka raises TopicAuthorizationFailedError from send itself).
+                    except PERMANENT as exc:
                         outcome.refused.append(Refused(event, _reason(exc)))
                         blocked.add(_stream(event))
                 results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
@@ -301,10 +303,14 @@ async def ensure_topic(
     replication_factor: int,
     security: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are."""
+    """Create the topic if it doesn't exist; True when this call created it. Existing topics are left as they are,
+    and not asked for: a principal without CREATE (the platform team made the topics) is refused even for an
+    existing topic, and would then never publish."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="scimsync-relay", **(security or {}))
     await admin.start()
     try:
+        if topic in await admin.list_topics():
+            return False
         response = await admin.create_topics(
             [NewTopic(topic, partitions, replication_factor, topic_configs=TOPIC_CONFIG)]
         )

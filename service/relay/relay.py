@@ -67,7 +67,7 @@ class Relay:
         self._lease = Lease(lease_seconds)
         self._poll_interval = min(poll_interval, lease_seconds / 4)  # a live leader never idles near its lease
         self._lock_retry_interval = lock_retry_interval
-        self._max_backoff = max_backoff
+        self._max_backoff = min(max_backoff, lease_seconds / 2)  # a pause between sends stays well inside the lease
         self._publisher = Publisher(
             settings.kafka_bootstrap_servers,
             settings.topics(),
@@ -180,7 +180,10 @@ class Relay:
 
         Each attempt ends by the lease's deadline; a retry first renews the lease (a round trip to Postgres,
         which raises if the session is gone: then this relay is no longer the leader) and re-reads erasures:
-        time has passed since the claim, and a user deleted meanwhile must go out erased."""
+        time has passed since the claim, and a user deleted meanwhile must go out erased. The lease is renewed
+        before each pause too: a send to a Kafka that doesn't answer uses the lease's whole window, and the pause
+        after it would otherwise leave the session quiet past the lease, so Postgres would end it (and hand the
+        lock over) while this leader is alive."""
         backoff = _Backoff(self._max_backoff)
         first = True
         while True:
@@ -199,6 +202,7 @@ class Relay:
                     first_sequence=batch[0].sequence,
                     retry_in=delay,
                 )
+            await self._lease.renew(conn)
             if await self._sleep(delay):
                 return None
 

@@ -80,7 +80,7 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
                     out.write(orjson.dumps({**line, "key": events.key(event).decode()}).decode() + "\n")
             else:
                 assert publisher is not None
-                await _publish(publisher, batch)
+                await _publish(publisher, conn, batch)
             first = first or batch[0].sequence
             last = batch[-1].sequence
             types.update(event.type for event in batch)
@@ -110,9 +110,10 @@ async def replay(settings: Settings, options: ReplayOptions, out: TextIO = sys.s
     }
 
 
-async def _publish(publisher: Publisher, batch: list[events.StoredEvent]) -> None:
+async def _publish(publisher: Publisher, conn: Any, batch: list[events.StoredEvent]) -> None:
     """Kafka down: retry the same batch a few times, then give up with the error (the SRE re-runs from here).
-    An event Kafka refuses for good stops the replay (RecordRefused): it would break its stream's order."""
+    An event Kafka refuses for good stops the replay (RecordRefused): it would break its stream's order.
+    Before each retry the batch's erasures are read again: a user deleted while Kafka was away goes out erased."""
     for attempt in range(5):
         try:
             (await publisher.publish(batch)).require_all()
@@ -121,6 +122,7 @@ async def _publish(publisher: Publisher, batch: list[events.StoredEvent]) -> Non
             if attempt == 4:
                 raise
             await asyncio.sleep(0.5 * 2**attempt)
+        batch = await outbox.erase_deleted(conn, batch)
 
 
 class _Progress:

@@ -175,10 +175,13 @@ async def test_a_rebuild_that_dies_after_clearing_holds_the_consumer_until_it_is
         async with running("booking", env.settings()) as consumer:
             await eventually(lambda: _logged_pending(consumer), 20, "the consumer to report the pending rebuild")
             assert consumer.metrics.handled == 0, "it applied events into a half-rebuilt projection"
+            # A waiting consumer holds no partition, so it reports no lag: the gauge is what an alert can see.
+            assert _pending_gauge(consumer) == 1.0
         assert await rebuild_command("booking", env.settings()) == 0
         async with running("booking", env.settings()) as consumer:
             await produce(env.kafka, env.topic, [user_event("user.updated", tenant, ada, 4)])
             await until_idle(consumer, 1)
+            assert _pending_gauge(consumer) == 0.0
         row = await conn.fetchrow("SELECT eligible, version FROM booking.users WHERE user_id = $1", ada)
         assert (row["eligible"], row["version"]) == (True, 4)
         status = await conn.fetchval("SELECT status FROM booking.bookings WHERE id = $1", booking.id)
@@ -189,6 +192,14 @@ async def test_a_rebuild_that_dies_after_clearing_holds_the_consumer_until_it_is
 
 async def _logged_pending(consumer: Any) -> bool:
     return bool(consumer.rebuild_pending)
+
+
+def _pending_gauge(consumer: Any) -> float | None:
+    """scimsync_consumer_rebuild_pending as the consumer's /metrics renders it (None: not exported)."""
+    for line in consumer.metrics.render().splitlines():
+        if line.startswith("scimsync_consumer_rebuild_pending{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 async def _member_named(conn: Any, name: str) -> bool:

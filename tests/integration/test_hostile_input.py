@@ -41,6 +41,28 @@ async def test_nul_in_any_body_string_is_400_invalid_value(scim: httpx.AsyncClie
     assert (await scim.get(f"/Users/{created['id']}")).json()["meta"]["version"] == 'W/"1"'
 
 
+async def test_a_lone_surrogate_in_any_body_is_400_invalid_value(scim: httpx.AsyncClient, db: Any, tenant: Any) -> None:
+    """JSON's grammar allows `\\ud800` alone (RFC 8259 §8.2); it can't be stored, like NUL: the same answer."""
+    created = (await scim.post("/Users", json={"userName": "ada@example.com"})).json()
+    group = (await scim.post("/Groups", json={"displayName": "team"})).json()
+    patch = '{"schemas": ["%s"], "Operations": [{"op": "replace", "path": "displayName", "value": "x\\udc00"}]}'
+    for method, path, body in [
+        ("POST", "/Users", '{"userName": "a\\ud800b@example.com"}'),
+        ("POST", "/Users", '{"userName": "ok@example.com", "name": {"givenName": "\\udfff"}}'),
+        ("PUT", f"/Users/{created['id']}", '{"userName": "ada@example.com", "displayName": "\\ud83d"}'),
+        ("PATCH", f"/Users/{created['id']}", patch % PATCH_OP),
+        ("POST", "/Groups", '{"displayName": "\\ud800"}'),
+        ("PATCH", f"/Groups/{group['id']}", patch % PATCH_OP),
+        ("POST", "/Bulk", '{"Operations": [{"method": "POST", "path": "/Users", "data": {"userName": "\\ud800"}}]}'),
+    ]:
+        assert_scim_error(await scim.request(method, path, content=body.encode()), 400, "invalidValue")
+    assert await user_count(db, tenant.id) == 1
+    assert (await scim.get(f"/Users/{created['id']}")).json()["meta"]["version"] == 'W/"1"'
+    # A surrogate pair is one character, stored as such.
+    paired = await scim.post("/Users", content=b'{"userName": "emoji\\ud83d\\ude00@example.com"}')
+    assert paired.status_code == 201 and paired.json()["userName"] == "emoji\U0001f600@example.com"
+
+
 async def test_nul_lone_surrogates_and_control_characters_in_filters_are_400_invalid_filter(
     scim: httpx.AsyncClient,
 ) -> None:

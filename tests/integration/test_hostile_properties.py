@@ -1,4 +1,4 @@
-"""Random bodies, filters and query strings at every SCIM endpoint of the real API (hypothesis).
+"""Random bodies, Bulk requests, filters and query strings at every SCIM endpoint of the real API (hypothesis).
 
 Whatever arrives: never a 5xx; every 4xx is an RFC 7644 error body; a refused request changes nothing stored
 (the tenant's users, groups, memberships and events are compared before and after). Bounded so that the
@@ -200,6 +200,46 @@ async def test_random_filters_in_searches(
     body = {"schemas": [SEARCH], "filter": text, "startIndex": start, "count": count}
     await target.send("POST", f"/{where}/.search", content=encode(body))
     await target.send("GET", f"/{where}?filter={pct(text)}")
+    await target.send("POST", "/.search", content=encode(body))  # both types at once (root search)
+
+
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+patch_bodies = st.fixed_dictionaries({"schemas": st.just([PATCH_OP]), "Operations": st.lists(patch_ops, max_size=2)})
+bulk_operations = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["POST", "PUT", "PATCH", "DELETE", "GET"]) | nasty_text,
+        "path": st.sampled_from(["/Users", "/Groups", "/Users/{user}", "/Groups/{group}", "/Users/bulkId:a"])
+        | nasty_text,
+    },
+    optional={
+        "bulkId": st.sampled_from(["a", "b"]) | nasty_text,
+        "data": plausible | json_values | patch_bodies,
+        "version": nasty_text | numbers,
+    },
+)
+
+
+def aimed(operation: Any, target: Target) -> Any:
+    """A Bulk operation whose path names the target user or group, with their ids."""
+    if isinstance(operation, dict) and operation.get("path") in ("/Users/{user}", "/Groups/{group}"):
+        return {**operation, "path": operation["path"].format(user=target.user, group=target.group)}
+    return operation
+
+
+@given(operations=st.lists(bulk_operations | json_values, max_size=4) | json_values, fail=st.none() | numbers)
+@BOUNDED
+async def test_random_bulk_requests(scim: httpx.AsyncClient, db: Any, tenant: Any, operations: Any, fail: Any) -> None:
+    """Each operation's own answer counts too: a BulkResponse may carry no 5xx either."""
+    target = Target(scim, db, tenant.id)
+    await target.ensure()
+    if isinstance(operations, list):
+        operations = [aimed(operation, target) for operation in operations]
+    body = {"schemas": [BULK], "Operations": operations, **({} if fail is None else {"failOnErrors": fail})}
+    response = await scim.post("/Bulk", content=encode(body))
+    assert_answer(response)
+    if response.status_code == 200:
+        for result in response.json()["Operations"]:
+            assert int(result["status"]) < 500, result
 
 
 @given(

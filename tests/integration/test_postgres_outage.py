@@ -26,6 +26,10 @@ from .pgproxy import PgProxy
 from .test_scim_protocol import PATCH_OP, assert_scim_error
 
 RECOVERY_SECONDS = 10.0
+BULK = {
+    "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+    "Operations": [{"method": "POST", "path": "/Users", "bulkId": "b", "data": {"userName": "bulk@example.com"}}],
+}
 
 
 @dataclass
@@ -93,7 +97,11 @@ async def test_postgres_away_is_503_with_retry_after_and_the_api_recovers(
             scim.post("/Users/.search", json={"filter": "userName pr"}),
             scim.get("/Groups"),
             scim.patch(f"/Groups/{group['id']}", json=patch),
+            scim.put(f"/Groups/{group['id']}", json={"displayName": "renamed"}),
             scim.delete(f"/Groups/{group['id']}"),
+            scim.post("/Groups/.search", json={"filter": "displayName pr"}),
+            scim.post("/.search", json={"filter": "displayName pr"}),
+            scim.post("/Bulk", json=BULK),
             cold_scim.get("/Users"),  # the tenant lookup itself needs the database: 503, not 401
             cold_scim.post("/Users", json={"userName": "new@example.com"}),
         ]

@@ -1,5 +1,6 @@
 """`scimsync reconcile` as cron and alerts use it: stdout is the JSON report alone, and `--fix` that can't reach
-Kafka exits 2 ("could not") with one line on stderr, not 1 ("drift") with a traceback."""
+Kafka, or whose repair Kafka refuses for good, exits 2 ("could not") with one line on stderr, not 1 ("drift") with
+a traceback."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from typing import Any
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumers.booking.handlers import DOMAIN as BOOKING
 from consumers.runtime.database import apply_schema
@@ -46,6 +49,25 @@ async def test_fix_with_kafka_down_exits_2_with_one_line(
     assert "Traceback" not in err and out == ""
     lines = [line for line in err.splitlines() if not line.startswith("{")]  # JSON log lines may precede it
     assert len(lines) == 1 and lines[0].startswith("scimsync: ") and "Kafka" in lines[0], err
+
+
+async def test_fix_that_kafka_refuses_for_good_exits_2_with_one_line(
+    env: ConsumerEnv, db: Any, scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    """A repair Kafka refuses (here: the topic takes no record that large) is not "drift, repaired" either."""
+    await _drifted(env, db, scim)
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.kafka)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": "200"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, env.topic, configs=config)])
+    finally:
+        await admin.close()
+    code, out, err = await _reconcile(env, tenant, "--fix")
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and out == ""
+    lines = [line for line in err.splitlines() if not line.startswith("{")]
+    assert len(lines) == 1 and lines[0].startswith("scimsync: ") and "refused" in lines[0], err
 
 
 async def test_stdout_carries_only_the_report_at_the_default_log_level(

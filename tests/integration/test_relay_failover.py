@@ -131,6 +131,37 @@ async def test_a_standby_takes_over_within_15_s_of_the_leaders_network_freezing(
             standby.stop()
 
 
+async def test_a_leader_waiting_for_a_kafka_that_never_answers_keeps_its_lease(
+    database_url: str, topic: str, db: Any
+) -> None:
+    """Kafka's host black-holed (connections accepted, nothing answered): every send runs to the lease's deadline,
+    then the relay backs off. Postgres must not take that silence for a vanished leader and end its session."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    black_hole = await asyncio.start_server(silent, "127.0.0.1", 0)
+    kafka = f"127.0.0.1:{black_hole.sockets[0].getsockname()[1]}"
+    env = {**relay_env(database_url, kafka, topic), "SCIMSYNC_RELAY_LEASE_SECONDS": "3"}
+    relay = RelayProcess(env, f"{topic}-black-hole")
+    try:
+        await relay.wait_for("relay.active")
+        await fill_outbox(db, uuid.uuid4(), users=1, versions=1)
+        deadline = time.monotonic() + 60
+        while relay.events().count("relay.kafka_unavailable") < 4:  # pauses of 0.5, 1 and 1.5 s after sends of 2.4 s
+            assert time.monotonic() < deadline, relay.log_path.read_text()
+            await asyncio.sleep(0.1)
+        events = relay.events()
+        assert "relay.lease_lost" not in events and "relay.database_unavailable" not in events, events
+        assert events.count("relay.active") == 1, "the lock was held throughout"
+    finally:
+        relay.stop()
+        black_hole.close()
+
+
 def _netloc(database_url: str, port: int) -> str:
     parts = urlsplit(database_url)
     credentials = parts.netloc.rpartition("@")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -143,6 +144,80 @@ async def test_a_replay_after_a_delete_carries_no_personal_data(
         assert secret not in raw, secret
     mine = [r for r in records if r.value["subject"] == user["id"]]
     assert [r.value["type"] for r in mine] == ["user.created", "user.deactivated", "user.deleted"]
+
+
+class KafkaDoor:
+    """Kafka's bootstrap address behind a door. Shut: every connection is accepted and dropped at once (counted), so
+    Kafka is unreachable; open: forwarded (the client then reaches the broker it is told about directly)."""
+
+    def __init__(self, kafka: str) -> None:
+        host, _, port = kafka.rpartition(":")
+        self.target, self.knocks, self.is_open = (host, int(port)), 0, False
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.is_open:
+            self.knocks += 1
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_replay_held_by_a_kafka_outage_publishes_no_data_of_a_user_deleted_meanwhile(
+    scim: httpx.AsyncClient, tenant: Any, database_url: str, stack: Any
+) -> None:
+    """The replay read the user's events, then waits for Kafka; the user is deleted meanwhile: what it publishes
+    once Kafka is back must be erased, as the log now has it (the relay does the same, test_relay_gate.py)."""
+    personal = {"userName": "replay.held@example.com", "name": {"givenName": "Replayheld", "familyName": "Hiddenname"}}
+    user = (await scim.post("/Users", json=personal)).json()
+    door = KafkaDoor(stack.kafka)
+    kafka = await door.start()
+    topic = f"scimsync-replay-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "SCIMSYNC_LOG_LEVEL": "warning",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "replay", "--user", user["id"], "--topic", topic, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        while door.knocks == 0:  # the replay has read the events and tries to send them
+            assert time.monotonic() - started < 30, "the replay never tried Kafka"
+            await asyncio.sleep(0.02)
+        assert (await scim.delete(f"/Users/{user['id']}")).status_code == 204
+        door.is_open = True
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        door.close()
+    records = await read_topic(stack.kafka, topic, lambda rs: len(rs) >= 1)
+    created = records[0].value  # then the deletion, which the replay's next page found
+    assert created["type"] == "user.created" and created["data"] == {"id": user["id"], "erased": True}
+    for secret in ("replay.held", "Replayheld", "Hiddenname"):
+        assert secret not in json.dumps([r.value for r in records]), secret
 
 
 @pytest.mark.parametrize("bad", [["--user", "nope"], ["--since", "yesterday"], ["--from-sequence", "x"]])

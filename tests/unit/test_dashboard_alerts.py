@@ -109,6 +109,8 @@ def test_the_alerts_cover_what_the_issue_asks_and_each_links_to_its_runbook_entr
         "scimsync_outbox_oldest_unpublished_age_seconds",  # relay lag > 60 s
         "scimsync_consumer_dead_lettered_total",
         "scimsync_relay_parked_events",
+        "scimsync_consumer_held_streams",  # a group held at a gap in its versions: "hold the stream and alert"
+        "scimsync_consumer_rebuild_pending",  # a consumer waiting for an unfinished rebuild reports no lag
         "scimsync_consumer_lag",
         "scimsync_http_request_duration_seconds_count",  # 5xx rate
         "scimsync_dependency_up",  # Postgres / Kafka unreachable
