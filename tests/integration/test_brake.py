@@ -409,3 +409,99 @@ async def test_a_release_while_the_identity_provider_deletes_a_held_person_deadl
         await gate.close()
         await releaser.close()
     assert (released.users, deleted.status_code) == (1, 204), deleted.text
+
+
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+
+async def test_a_held_deletion_keeps_the_person_in_their_teams_until_released(
+    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    """A held deletion's team removals wait with it, while everyone else's group changes flow; the release sends
+    them at the groups' next versions, so the workspace sees no gap."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    leaver, stayer, newcomer = [
+        (await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"]
+        for n in ("leaver", "stayer", "newcomer")
+    ]
+    floors = {}
+    for name, members in (("Floor 1", [leaver, stayer]), ("Floor 2", [leaver])):
+        created = await scim.post(
+            "/Groups", json={"schemas": [GROUP], "displayName": name, "members": [{"value": m} for m in members]}
+        )
+        assert created.status_code == 201, created.text
+        floors[name] = created.json()["id"]
+    one, two = floors["Floor 1"], floors["Floor 2"]
+    conn = await db_connect(env)
+    try:
+
+        async def team(group_id: str) -> set[str]:
+            rows = await conn.fetch(
+                "SELECT user_id FROM workspace.team_members WHERE tenant_id = $1 AND group_id = $2",
+                tenant.id,
+                group_id,
+            )
+            return {str(r["user_id"]) for r in rows}
+
+        async def teams_are(expected: dict[str, set[str]]) -> bool:
+            return {g: await team(g) for g in expected} == expected
+
+        async def newcomer_in() -> bool:
+            return newcomer in await team(one)
+
+        await eventually(lambda: teams_are({one: {leaver, stayer}, two: {leaver}}), 30, "both teams in workspace")
+        async with TopicReader(env.kafka, env.group_topic) as topic:
+            before = len([r for r in await topic.to_the_end() if r.key.startswith(f"{tenant.id}:")])
+            assert (await scim.delete(f"/Users/{leaver}")).status_code == 204  # held: the brake's first one
+            added = await scim.patch(
+                f"/Groups/{one}",
+                json={
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": [{"value": newcomer}]}],
+                },
+            )
+            assert added.status_code in (200, 204), added.text
+            # Someone else's change flows; the held person stays in both teams.
+            await eventually(newcomer_in, 30, "the newcomer in Floor 1")
+            assert await teams_are({one: {leaver, stayer, newcomer}, two: {leaver}})
+            # The identity provider reads its own truth back: the deleted person is in no group.
+            listed = (await scim.get("/Groups")).json()["Resources"]
+            assert {g["id"]: sorted(m["value"] for m in g.get("members", [])) for g in listed} == {
+                one: sorted([stayer, newcomer]),
+                two: [],
+            }
+            code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
+            assert code == 1 and (listing[0]["people"], listing[0]["team_removals"]) == (1, 2), listing
+            # The SRE's routine repair neither counts the waiting team removals as drift nor sends them.
+            code, report = _cli(env, "reconcile", "--tenant", tenant.id, "--fix")
+            assert code == 0 and report["repairs_published"] == 0, report
+            assert report["waiting_at_gate"]["groups"] == 2, report
+            during = [r for r in await topic.to_the_end() if r.key.startswith(f"{tenant.id}:")]
+            assert len(during) == before + 1  # the newcomer's addition, nothing else
+            assert await teams_are({one: {leaver, stayer, newcomer}, two: {leaver}})
+
+            code, released = _cli(env, "holds", "release", tenant.id)
+            assert code == 0 and released["released"] == 1, released
+            await eventually(lambda: teams_are({one: {stayer, newcomer}, two: set()}), 30, "the leaver leaves")
+            records = await topic.wait_until(
+                lambda rs: len([r for r in rs if r.key.startswith(f"{tenant.id}:")]) >= before + 3
+            )
+        mine = [r for r in records if r.key.startswith(f"{tenant.id}:")]
+        versions = {g: [r.version for r in mine if r.key.endswith(g)] for g in (one, two)}
+        assert versions == {one: [1, 2, 3], two: [1, 2]}, versions  # consecutive: no gap holds a team
+        removals = [r.value["data"] for r in mine[-2:]]
+        assert all(d["removed"] == [leaver] and d["added"] == [] for d in removals), removals
+        assert (
+            await conn.fetchval("SELECT count(*) FROM workspace.held_group_events WHERE tenant_id = $1", tenant.id)
+            == 0
+        )
+        assert _cli(env, "holds", "list", "--tenant", tenant.id) == (0, [])
+
+        async def in_step() -> bool:
+            code, report = _cli(env, "reconcile", "--tenant", tenant.id)
+            return code == 0 and report["waiting_at_gate"]["groups"] == 0
+
+        await eventually(in_step, 30, "reconcile: no drift, nothing waiting")
+    finally:
+        await conn.close()
