@@ -493,8 +493,7 @@ async def test_a_held_deletion_keeps_the_person_in_their_teams_until_released(
         removals = [r.value["data"] for r in mine[-2:]]
         assert all(d["removed"] == [leaver] and d["added"] == [] for d in removals), removals
         assert (
-            await conn.fetchval("SELECT count(*) FROM workspace.held_group_events WHERE tenant_id = $1", tenant.id)
-            == 0
+            await conn.fetchval("SELECT count(*) FROM workspace.held_group_events WHERE tenant_id = $1", tenant.id) == 0
         )
         assert _cli(env, "holds", "list", "--tenant", tenant.id) == (0, [])
 
@@ -505,3 +504,103 @@ async def test_a_held_deletion_keeps_the_person_in_their_teams_until_released(
         await eventually(in_step, 30, "reconcile: no drift, nothing waiting")
     finally:
         await conn.close()
+
+
+async def test_held_team_removals_go_out_with_their_release_at_the_groups_next_versions(
+    env: ConsumerEnv, scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    """Removals kept per person (released with that person), also for a deletion behind a held deactivation after
+    the brake was switched off; a group deleted meanwhile gets none."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    ada, bob, cy = [(await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"] for n in "abc"]
+    everyone = (
+        await scim.post(
+            "/Groups",
+            json={"schemas": [GROUP], "displayName": "All", "members": [{"value": u} for u in (ada, bob, cy)]},
+        )
+    ).json()["id"]
+    temp = (
+        await scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Temp", "members": [{"value": ada}]})
+    ).json()["id"]
+    assert (await scim.delete(f"/Users/{ada}")).status_code == 204
+    assert (await scim.delete(f"/Users/{bob}")).status_code == 204
+    assert (await scim.patch(f"/Users/{cy}", json=DEACTIVATE)).status_code == 200
+    await holds.set_policy(db, tid, BrakePolicy(enabled=False))
+    assert (await scim.delete(f"/Users/{cy}")).status_code == 204  # not held itself, but behind cy's deactivation
+    assert (await scim.delete(f"/Groups/{temp}")).status_code == 204
+
+    async def group_log(gid: str) -> list[tuple[str, int, list[str]]]:
+        rows = await db.fetch(
+            "SELECT type, version, data FROM events WHERE aggregate = 'group' AND subject = $1 ORDER BY sequence",
+            uuid.UUID(gid),
+        )
+        return [(r["type"], r["version"], r["data"].get("removed", [])) for r in rows]
+
+    assert await group_log(everyone) == [("group.created", 1, [])]
+    assert await group_log(temp) == [("group.created", 1, []), ("group.deleted", 2, [])]
+    assert (await scim.get(f"/Groups/{everyone}")).json().get("members", []) == []
+    code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
+    assert code == 1 and (listing[0]["people"], listing[0]["team_removals"]) == (3, 3), listing
+
+    code, released = _cli(env, "holds", "release", tenant.id, "--user", bob)
+    assert code == 0 and (released["released"], released["team_removals"]) == (1, 1), released
+    assert await group_log(everyone) == [("group.created", 1, []), ("group.membership_changed", 2, [bob])]
+    code, released = _cli(env, "holds", "release", tenant.id)
+    assert code == 0 and (released["released"], released["team_removals"]) == (2, 2), released
+    first, second = sorted([ada, cy])  # a group's removals in user id order
+    assert (await group_log(everyone))[2:] == [
+        ("group.membership_changed", 3, [first]),
+        ("group.membership_changed", 4, [second]),
+    ]
+    assert (await scim.get(f"/Groups/{everyone}")).headers["etag"] == 'W/"4"'
+    assert await db.fetchval("SELECT count(*) FROM held_group_removals WHERE tenant_id = $1", tid) == 0
+    assert await group_log(temp) == [("group.created", 1, []), ("group.deleted", 2, [])]
+
+
+async def test_a_release_and_a_group_patch_adding_a_held_person_deadlock_neither(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, database_url: str
+) -> None:
+    """The release announces kept team removals after letting its held users' rows go: a group PATCH locks its
+    group, then (the foreign key check) the user it adds, the other way round."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    leaver, sleeper = [(await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"] for n in "ls"]
+    group = (
+        await scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Team", "members": [{"value": leaver}]})
+    ).json()["id"]
+    assert (await scim.delete(f"/Users/{leaver}")).status_code == 204  # held: its removal from Team is kept
+    assert (await scim.patch(f"/Users/{sleeper}", json=DEACTIVATE)).status_code == 200  # held too
+    patcher, releaser = await connect(database_url), await connect(database_url)
+    try:
+        patch = patcher.transaction()
+        await patch.start()
+        await patcher.execute("SELECT 1 FROM groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tid, uuid.UUID(group))
+
+        async def waiting() -> int:
+            return int(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+
+        release = asyncio.create_task(holds.release(releaser, tid))
+        await eventually(lambda: _equals(waiting(), 1), 10, "the release waiting for the group")
+        await patcher.execute(
+            "INSERT INTO group_members (tenant_id, group_id, user_id) VALUES ($1, $2, $3)",
+            tid,
+            uuid.UUID(group),
+            uuid.UUID(sleeper),
+        )
+        await patch.commit()
+        released = await asyncio.wait_for(release, 30)
+    finally:
+        await patcher.close()
+        await releaser.close()
+    assert (released.users, released.team_removals) == (2, 1)
+    log = await db.fetch(
+        "SELECT version, data FROM events WHERE aggregate = 'group' AND subject = $1 ORDER BY sequence",
+        uuid.UUID(group),
+    )
+    assert [(r["version"], r["data"].get("removed")) for r in log] == [(1, None), (2, [leaver])]
