@@ -1,4 +1,4 @@
--- Team removals of a deletion the deprovisioning brake holds (service/store/held_removals.py): the member rows are
+-- Team removals of a deletion the deprovisioning brake holds (service/store/leaving.py): the member rows are
 -- gone (SCIM says what the identity provider said), but no group event is written until the deletion is released;
 -- then each row becomes a `group.membership_changed` at its group's next version. A group deleted meanwhile takes
 -- its rows with it. No key to users: the user row is deleted in the same transaction.
