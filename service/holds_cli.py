@@ -1,7 +1,7 @@
 """`scimsync holds ...`: what the deprovisioning brake holds, its policy per tenant, and letting held users go.
 
 scimsync holds list [--tenant ID]                 who is held, since when (exit 1 when anything is held)
-scimsync holds release TENANT [--user ID]         publish each held user's latest state
+scimsync holds release TENANT [--user ID]         publish each held user's latest state, then kept team removals
 scimsync holds policy TENANT [--minimum N] [--percent P] [--window-minutes M] [--on|--off]
 """
 
@@ -46,7 +46,14 @@ async def cmd_holds(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         if args.action == "release":
             released = await holds.release(conn, args.tenant, args.user)
-            _print({"tenant": str(args.tenant), "released": released.users, "superseded": released.superseded})
+            _print(
+                {
+                    "tenant": str(args.tenant),
+                    "released": released.users,
+                    "superseded": released.superseded,
+                    "team_removals": released.team_removals,
+                }
+            )
             return 0
         changes: dict[str, Any] = {
             k: v

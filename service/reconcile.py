@@ -11,8 +11,9 @@ re-publications like a replay: `scimsync_replay: 1` too, and each event's stored
 
 A user or group whose event stream waits at the outbox's gate (held by the deprovisioning brake, or parked) differs
 on purpose: it is reported apart (`waiting_at_gate`), not as drift, and `--fix` re-sends nothing of it (that would
-let a held deactivation out, or a stream's later events past its gate). `scimsync holds list` and `scimsync relay
-parked` say why it waits.
+let a held deactivation out, or a stream's later events past its gate). So does a team that still lists a person
+whose deletion is held (the removal is kept for the release: store/leaving.py). `scimsync holds list` and
+`scimsync relay parked` say why it waits.
 
 Exit status: 0 no drift, 1 drift found (repairs published with --fix), 2 could not check.
 """
@@ -98,6 +99,12 @@ _USER_CHECKS: list[tuple[str, str, str]] = [
     ),
 ]
 
+# Teams that still have a member whose removal is held with its deletion (store/leaving.py): that difference waits
+# for `scimsync holds release`, like a gated stream, and no group event exists yet that could repair it.
+_TEAMS_WAITING = """SELECT DISTINCT r.tenant_id, r.group_id FROM held_group_removals r
+    JOIN workspace.team_members tm ON tm.tenant_id = r.tenant_id AND tm.group_id = r.group_id AND tm.user_id = r.user_id
+"""
+
 _TEAM_CHECKS: list[tuple[str, str, str]] = [
     (
         "teams.missing",
@@ -122,14 +129,15 @@ _TEAM_CHECKS: list[tuple[str, str, str]] = [
     ),
     (
         "teams.wrong_members",
-        "a team at its group's version whose members differ",
+        "a team at its group's version whose members differ (a removal held with its deletion aside)",
         """SELECT DISTINCT d.tenant_id, d.group_id FROM (
                (SELECT m.tenant_id, m.group_id, m.user_id FROM group_members m
                 EXCEPT SELECT tm.tenant_id, tm.group_id, tm.user_id FROM workspace.team_members tm)
                UNION ALL
                (SELECT tm.tenant_id, tm.group_id, tm.user_id FROM workspace.team_members tm
                 JOIN groups g ON g.tenant_id = tm.tenant_id AND g.id = tm.group_id
-                EXCEPT SELECT m.tenant_id, m.group_id, m.user_id FROM group_members m)
+                EXCEPT SELECT m.tenant_id, m.group_id, m.user_id FROM group_members m
+                EXCEPT SELECT r.tenant_id, r.group_id, r.user_id FROM held_group_removals r)
            ) AS d
            JOIN groups g ON g.tenant_id = d.tenant_id AND g.id = d.group_id
            JOIN workspace.teams t ON t.tenant_id = g.tenant_id AND t.group_id = g.id AND t.version = g.version""",
@@ -186,6 +194,9 @@ async def check(conn: Any, tenant_id: str | None) -> Report:
         report.gated[kind] = sorted(gated)
         for name, _, _ in checks:
             report.drift[name] = [pair for pair in report.drift[name] if pair[1] not in gated]
+    drifted = {i for _, i in report.found_by(_TEAM_CHECKS)}
+    waiting = {str(r["id"]) for r in await conn.fetch(_scoped(_TEAMS_WAITING), tenant)} - drifted
+    report.gated["groups"] = sorted(set(report.gated["groups"]) | waiting)
     scope = "WHERE $1::uuid IS NULL OR tenant_id = $1::uuid"
     report.checked_users = int(await conn.fetchval(f"SELECT count(*) FROM users {scope}", tenant))
     report.checked_groups = int(await conn.fetchval(f"SELECT count(*) FROM groups {scope}", tenant))

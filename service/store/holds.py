@@ -9,7 +9,8 @@ ones can't all slip under the threshold together. Only deprovisionings take that
 
 `release` publishes what the identity provider says *now*: a held user who was reactivated meanwhile has the
 held deactivation set aside as superseded (marked done, never sent: consumers never cancel that person's bookings)
-and the later events flow; every other held stream is simply let go, in order.
+and the later events flow; every other held stream is simply let go, in order. A held deletion's team removals
+(kept by store/leaving.py, not gated: that would stop the groups' other changes) are announced right after.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from service import logs
 from service.domain.brake import DEPROVISIONING, BrakePolicy
 from service.domain.events import StoredEvent
-from service.store import outbox
+from service.store import leaving, outbox
 
 log = logs.get(__name__)
 
@@ -40,6 +41,7 @@ def _held(row: str = "events") -> str:
 
 
 _ENGAGED = f"SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND {_held()})"
+_WAITS = f"SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND subject = $2 AND {_held()})"
 _RECENT = """
 SELECT count(*) FROM events
 WHERE tenant_id = $1 AND type IN ('user.deactivated', 'user.deleted') AND occurred_at > $2
@@ -51,7 +53,8 @@ _SUPERSEDED = "; superseded at release: the user is active again, never publishe
 _REARM = "UPDATE tenants SET brake_released_at = now() WHERE id = $1"
 
 _SUMMARY = f"""
-SELECT tenant_id, count(DISTINCT subject) AS people, count(*) AS events, min(state_since) AS since
+SELECT tenant_id, count(DISTINCT subject) AS people, count(*) AS events, min(state_since) AS since,
+       (SELECT count(*) FROM held_group_removals r WHERE r.tenant_id = events.tenant_id) AS team_removals
 FROM events WHERE {_held()} AND ($1::uuid IS NULL OR tenant_id = $1)
 GROUP BY tenant_id ORDER BY since
 """
@@ -120,6 +123,11 @@ async def after_deprovisioning(conn: Any, tenant_id: uuid.UUID, event_id: uuid.U
     return True
 
 
+async def waits(conn: Any, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Is one of the user's events held (the rest of its stream waits behind it)?"""
+    return bool(await conn.fetchval(_WAITS, tenant_id, user_id))
+
+
 async def _hold(conn: Any, event_id: uuid.UUID, reason: str) -> None:
     """Close the outbox's gate at the event: it and every later event of the user wait (outbox.py)."""
     await outbox.gate(conn, [await conn.fetchval(_SEQUENCE, event_id)], outbox.HELD, reason)
@@ -129,6 +137,7 @@ async def _hold(conn: Any, event_id: uuid.UUID, reason: str) -> None:
 class Released:
     users: int  # held users whose events now flow, in order
     superseded: int  # held users active again: their held deprovisioning is set aside, never sent
+    team_removals: int  # held deletions' removals from groups, now announced (store/leaving.py)
 
 
 async def release(conn: Any, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> Released:
@@ -161,8 +170,15 @@ async def release(conn: Any, tenant_id: uuid.UUID, user_id: uuid.UUID | None = N
                 await conn.execute(_REARM, tenant_id)
             await conn.execute("SELECT pg_notify($1, '')", outbox.CHANNEL)  # wake the relay now, not at its next poll
         break
-    log.warning("brake.released", tenant_id=str(tenant_id), users=let_go, superseded=len(active_again))
-    return Released(users=let_go, superseded=len(active_again))
+    removals = await leaving.flush(conn, tenant_id)  # after the release's locks are let go: see leaving.py
+    log.warning(
+        "brake.released",
+        tenant_id=str(tenant_id),
+        users=let_go,
+        superseded=len(active_again),
+        team_removals=removals,
+    )
+    return Released(users=let_go, superseded=len(active_again), team_removals=removals)
 
 
 def _active(latest: StoredEvent) -> bool:
@@ -180,6 +196,7 @@ async def summary(conn: Any, tenant_id: uuid.UUID | None, sample: int = 10) -> l
                 "people": row["people"],
                 "events": row["events"],
                 "since": row["since"].isoformat(),
+                "team_removals": row["team_removals"],
                 "sample": [{"id": str(w["subject"]), "userName": w["user_name"], "type": w["type"]} for w in who],
             }
         )

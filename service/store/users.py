@@ -23,7 +23,7 @@ from service.domain.limits import check_resource_size
 from service.domain.schema import AttrRef
 from service.domain.users import UserRecord
 from service.domain.versions import check_version
-from service.store import holds
+from service.store import holds, leaving
 from service.store.filter_sql import USER_COLUMNS
 from service.store.ids import resource_id
 from service.store.paging import fetch_page
@@ -67,31 +67,6 @@ WITH u AS (
 )
 INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
 SELECT $3, $1, 'user', u.id, 'user.deleted', u.version + 1, $4, jsonb_build_object('id', u.id::text), $5 FROM u
-"""
-
-
-# A deleted user leaves every group it was in: one `group.membership_changed` per group, each at the group's next
-# version. Lock the user first (from then on no group can add it: the foreign key check waits, so none is
-# missed), then its groups in id order, before touching member rows: a group PATCH that re-adds the user waits
-# for us instead of deadlocking with us, and each group's events stay in its commit order.
-_LOCK_GROUPS = """
-SELECT 1 FROM groups
-WHERE tenant_id = $1 AND id IN (SELECT group_id FROM group_members WHERE tenant_id = $1 AND user_id = $2)
-ORDER BY id FOR UPDATE
-"""
-
-_LEAVE_GROUPS = """
-WITH m AS (
-    DELETE FROM group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING group_id
-), g AS (
-    UPDATE groups SET version = groups.version + 1, updated_at = $3
-    FROM m WHERE groups.tenant_id = $1 AND groups.id = m.group_id
-    RETURNING groups.id, groups.version
-)
-INSERT INTO events (id, tenant_id, aggregate, subject, type, version, occurred_at, data, traceparent)
-SELECT gen_random_uuid(), $1, 'group', g.id, 'group.membership_changed', g.version, $3,
-       jsonb_build_object('id', g.id::text, 'added', '[]'::jsonb, 'removed', jsonb_build_array($2::uuid::text)), $4
-FROM g
 """
 
 
@@ -290,6 +265,7 @@ async def _write(
 
 
 async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str | None = None) -> None:
+    """Delete the user with its event, erase its earlier events, and leave its groups (store/leaving.py)."""
     tenant, key = uuid.UUID(tenant_id), resource_id(user_id, "User")
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_LOCK, tenant, key)
@@ -299,10 +275,13 @@ async def delete(pool: asyncpg.Pool, tenant_id: str, user_id: str, if_match: str
         now, event_id = datetime.now(UTC), uuid.uuid4()
         with OutboxWrite("user", str(key)) as write:
             write.event(domain.DELETED)
-            await conn.execute(_LOCK_GROUPS, tenant, key)
-            await conn.execute(_LEAVE_GROUPS, tenant, key, now, write.traceparent)
+            groups = await leaving.leave(conn, tenant, key)
             done = await conn.execute(_DELETE, tenant, key, event_id, now, write.traceparent)
             await conn.execute(_ERASE, tenant, key)
-            await holds.after_deprovisioning(conn, tenant, event_id, now)
+            # Held (now, or behind a held deactivation): its teams keep the person until it is released.
+            if await holds.after_deprovisioning(conn, tenant, event_id, now) or await holds.waits(conn, tenant, key):
+                await leaving.defer(conn, tenant, key, groups, now, write.traceparent)
+            else:
+                await leaving.announce(conn, tenant, key, groups, now, write.traceparent)
     if done != "INSERT 0 1":
         raise NotFound(f"User {user_id} not found")

@@ -409,3 +409,198 @@ async def test_a_release_while_the_identity_provider_deletes_a_held_person_deadl
         await gate.close()
         await releaser.close()
     assert (released.users, deleted.status_code) == (1, 204), deleted.text
+
+
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+
+async def test_a_held_deletion_keeps_the_person_in_their_teams_until_released(
+    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    """A held deletion's team removals wait with it, while everyone else's group changes flow; the release sends
+    them at the groups' next versions, so the workspace sees no gap."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    leaver, stayer, newcomer = [
+        (await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"]
+        for n in ("leaver", "stayer", "newcomer")
+    ]
+    floors = {}
+    for name, members in (("Floor 1", [leaver, stayer]), ("Floor 2", [leaver])):
+        created = await scim.post(
+            "/Groups", json={"schemas": [GROUP], "displayName": name, "members": [{"value": m} for m in members]}
+        )
+        assert created.status_code == 201, created.text
+        floors[name] = created.json()["id"]
+    one, two = floors["Floor 1"], floors["Floor 2"]
+    conn = await db_connect(env)
+    try:
+
+        async def team(group_id: str) -> set[str]:
+            rows = await conn.fetch(
+                "SELECT user_id FROM workspace.team_members WHERE tenant_id = $1 AND group_id = $2",
+                tenant.id,
+                group_id,
+            )
+            return {str(r["user_id"]) for r in rows}
+
+        async def teams_are(expected: dict[str, set[str]]) -> bool:
+            return {g: await team(g) for g in expected} == expected
+
+        async def newcomer_in() -> bool:
+            return newcomer in await team(one)
+
+        await eventually(lambda: teams_are({one: {leaver, stayer}, two: {leaver}}), 30, "both teams in workspace")
+        async with TopicReader(env.kafka, env.group_topic) as topic:
+            before = len([r for r in await topic.to_the_end() if r.key.startswith(f"{tenant.id}:")])
+            assert (await scim.delete(f"/Users/{leaver}")).status_code == 204  # held: the brake's first one
+            added = await scim.patch(
+                f"/Groups/{one}",
+                json={
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": [{"value": newcomer}]}],
+                },
+            )
+            assert added.status_code in (200, 204), added.text
+            # Someone else's change flows; the held person stays in both teams.
+            await eventually(newcomer_in, 30, "the newcomer in Floor 1")
+            assert await teams_are({one: {leaver, stayer, newcomer}, two: {leaver}})
+            # The identity provider reads its own truth back: the deleted person is in no group.
+            listed = (await scim.get("/Groups")).json()["Resources"]
+            assert {g["id"]: sorted(m["value"] for m in g.get("members", [])) for g in listed} == {
+                one: sorted([stayer, newcomer]),
+                two: [],
+            }
+            code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
+            assert code == 1 and (listing[0]["people"], listing[0]["team_removals"]) == (1, 2), listing
+            # The SRE's routine repair neither counts the waiting team removals as drift nor sends them.
+            code, report = _cli(env, "reconcile", "--tenant", tenant.id, "--fix")
+            assert code == 0 and report["repairs_published"] == 0, report
+            assert report["waiting_at_gate"]["groups"] == 2, report
+            during = [r for r in await topic.to_the_end() if r.key.startswith(f"{tenant.id}:")]
+            assert len(during) == before + 1  # the newcomer's addition, nothing else
+            assert await teams_are({one: {leaver, stayer, newcomer}, two: {leaver}})
+
+            code, released = _cli(env, "holds", "release", tenant.id)
+            assert code == 0 and released["released"] == 1, released
+            await eventually(lambda: teams_are({one: {stayer, newcomer}, two: set()}), 30, "the leaver leaves")
+            records = await topic.wait_until(
+                lambda rs: len([r for r in rs if r.key.startswith(f"{tenant.id}:")]) >= before + 3
+            )
+        mine = [r for r in records if r.key.startswith(f"{tenant.id}:")]
+        versions = {g: [r.version for r in mine if r.key.endswith(g)] for g in (one, two)}
+        assert versions == {one: [1, 2, 3], two: [1, 2]}, versions  # consecutive: no gap holds a team
+        removals = [r.value["data"] for r in mine[-2:]]
+        assert all(d["removed"] == [leaver] and d["added"] == [] for d in removals), removals
+        assert (
+            await conn.fetchval("SELECT count(*) FROM workspace.held_group_events WHERE tenant_id = $1", tenant.id) == 0
+        )
+        assert _cli(env, "holds", "list", "--tenant", tenant.id) == (0, [])
+
+        async def in_step() -> bool:
+            code, report = _cli(env, "reconcile", "--tenant", tenant.id)
+            return code == 0 and report["waiting_at_gate"]["groups"] == 0
+
+        await eventually(in_step, 30, "reconcile: no drift, nothing waiting")
+    finally:
+        await conn.close()
+
+
+async def test_held_team_removals_go_out_with_their_release_at_the_groups_next_versions(
+    env: ConsumerEnv, scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+) -> None:
+    """Removals kept per person (released with that person), also for a deletion behind a held deactivation after
+    the brake was switched off; a group deleted meanwhile gets none."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    ada, bob, cy = [(await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"] for n in "abc"]
+    everyone = (
+        await scim.post(
+            "/Groups",
+            json={"schemas": [GROUP], "displayName": "All", "members": [{"value": u} for u in (ada, bob, cy)]},
+        )
+    ).json()["id"]
+    temp = (
+        await scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Temp", "members": [{"value": ada}]})
+    ).json()["id"]
+    assert (await scim.delete(f"/Users/{ada}")).status_code == 204
+    assert (await scim.delete(f"/Users/{bob}")).status_code == 204
+    assert (await scim.patch(f"/Users/{cy}", json=DEACTIVATE)).status_code == 200
+    await holds.set_policy(db, tid, BrakePolicy(enabled=False))
+    assert (await scim.delete(f"/Users/{cy}")).status_code == 204  # not held itself, but behind cy's deactivation
+    assert (await scim.delete(f"/Groups/{temp}")).status_code == 204
+
+    async def group_log(gid: str) -> list[tuple[str, int, list[str]]]:
+        rows = await db.fetch(
+            "SELECT type, version, data FROM events WHERE aggregate = 'group' AND subject = $1 ORDER BY sequence",
+            uuid.UUID(gid),
+        )
+        return [(r["type"], r["version"], r["data"].get("removed", [])) for r in rows]
+
+    assert await group_log(everyone) == [("group.created", 1, [])]
+    assert await group_log(temp) == [("group.created", 1, []), ("group.deleted", 2, [])]
+    assert (await scim.get(f"/Groups/{everyone}")).json().get("members", []) == []
+    code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
+    assert code == 1 and (listing[0]["people"], listing[0]["team_removals"]) == (3, 3), listing
+
+    code, released = _cli(env, "holds", "release", tenant.id, "--user", bob)
+    assert code == 0 and (released["released"], released["team_removals"]) == (1, 1), released
+    assert await group_log(everyone) == [("group.created", 1, []), ("group.membership_changed", 2, [bob])]
+    code, released = _cli(env, "holds", "release", tenant.id)
+    assert code == 0 and (released["released"], released["team_removals"]) == (2, 2), released
+    first, second = sorted([ada, cy])  # a group's removals in user id order
+    assert (await group_log(everyone))[2:] == [
+        ("group.membership_changed", 3, [first]),
+        ("group.membership_changed", 4, [second]),
+    ]
+    assert (await scim.get(f"/Groups/{everyone}")).headers["etag"] == 'W/"4"'
+    assert await db.fetchval("SELECT count(*) FROM held_group_removals WHERE tenant_id = $1", tid) == 0
+    assert await group_log(temp) == [("group.created", 1, []), ("group.deleted", 2, [])]
+
+
+async def test_a_release_and_a_group_patch_adding_a_held_person_deadlock_neither(
+    scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, database_url: str
+) -> None:
+    """The release announces kept team removals after letting its held users' rows go: a group PATCH locks its
+    group, then (the foreign key check) the user it adds, the other way round."""
+    tid = uuid.UUID(tenant.id)
+    await holds.set_policy(db, tid, BrakePolicy(minimum=0, percent=0))  # hold from the first one
+    leaver, sleeper = [(await scim.post("/Users", json={"userName": f"{n}@example.com"})).json()["id"] for n in "ls"]
+    group = (
+        await scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Team", "members": [{"value": leaver}]})
+    ).json()["id"]
+    assert (await scim.delete(f"/Users/{leaver}")).status_code == 204  # held: its removal from Team is kept
+    assert (await scim.patch(f"/Users/{sleeper}", json=DEACTIVATE)).status_code == 200  # held too
+    patcher, releaser = await connect(database_url), await connect(database_url)
+    try:
+        patch = patcher.transaction()
+        await patch.start()
+        await patcher.execute("SELECT 1 FROM groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tid, uuid.UUID(group))
+
+        async def waiting() -> int:
+            return int(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+
+        release = asyncio.create_task(holds.release(releaser, tid))
+        await eventually(lambda: _equals(waiting(), 1), 10, "the release waiting for the group")
+        await patcher.execute(
+            "INSERT INTO group_members (tenant_id, group_id, user_id) VALUES ($1, $2, $3)",
+            tid,
+            uuid.UUID(group),
+            uuid.UUID(sleeper),
+        )
+        await patch.commit()
+        released = await asyncio.wait_for(release, 30)
+    finally:
+        await patcher.close()
+        await releaser.close()
+    assert (released.users, released.team_removals) == (2, 1)
+    log = await db.fetch(
+        "SELECT version, data FROM events WHERE aggregate = 'group' AND subject = $1 ORDER BY sequence",
+        uuid.UUID(group),
+    )
+    assert [(r["version"], r["data"].get("removed")) for r in log] == [(1, None), (2, [leaver])]
