@@ -218,7 +218,11 @@ async def repair(conn: Any, settings: Settings, report: Report) -> None:
         replay=True,  # marked `scimsync_replay: 1`; each event keeps its stored traceparent
     )
     try:
+        # Connect first, then re-read erasures: a user deleted while Kafka was slow to answer goes out erased, as
+        # the log now has it, never with the personal data read before (the relay does the same before a re-send).
+        await publisher.connect()
         if latest:
+            latest = await outbox.erase_deleted(conn, latest)
             (await publisher.publish(latest, extra_headers=[REPAIR_HEADER])).require_all()
         for history in histories.values():
             through = (REPAIR_THROUGH, str(history[-1].version).encode())

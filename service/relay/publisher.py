@@ -138,6 +138,11 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
 
+    async def connect(self) -> None:
+        """Connect now rather than on the first publish (raises KafkaUnavailable like it): for a caller that wants
+        its last read of what it sends to come after a slow connection, not before it."""
+        await self.publish([])
+
     async def publish(
         self,
         batch: Sequence[StoredEvent],

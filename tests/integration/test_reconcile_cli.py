@@ -21,6 +21,8 @@ from consumers.workspace.handlers import DOMAIN as WORKSPACE
 from .conftest import TenantInfo
 from .pgproxy import free_port
 from .test_consumers_helpers import ConsumerEnv
+from .test_replay import KafkaDoor
+from .topics import read_topic
 
 
 async def _reconcile(env: ConsumerEnv, tenant: TenantInfo, *args: str, **environ: str) -> tuple[int, str, str]:
@@ -79,3 +81,40 @@ async def test_stdout_carries_only_the_report_at_the_default_log_level(
     report = json.loads(out)  # the whole of stdout is one JSON document
     assert report["drift"] is True and report["repairs_published"] == 1
     assert '"event":"kafka.connected"' in err  # the logs went to stderr
+
+
+async def test_a_repair_of_a_user_deleted_while_kafka_was_slow_goes_out_erased(
+    env: ConsumerEnv, db: Any, scim: httpx.AsyncClient, tenant: TenantInfo
+) -> None:
+    """--fix read the drifted user's latest event, then waits for Kafka; the person is deleted meanwhile. The repair
+    must carry the log as it is when sent (erased), never the personal data of someone already deleted."""
+    for domain in (BOOKING, WORKSPACE):
+        await apply_schema(db, domain.schema_sql)
+    personal = {
+        "userName": "repair.leaver@example.com",
+        "name": {"givenName": "Repairgiven", "familyName": "Leaverfam"},
+    }
+    user = (await scim.post("/Users", json=personal)).json()
+    door = KafkaDoor(env.kafka, hold=True)
+    kafka = await door.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "reconcile", "--tenant", tenant.id, "--fix",
+        env=env.environ(SCIMSYNC_LOG_LEVEL="warning", KAFKA_BOOTSTRAP_SERVERS=kafka),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(door.knocked.wait(), 30)  # reconcile found the drift, read the event, connects
+        assert (await scim.delete(f"/Users/{user['id']}")).status_code == 204
+        door.open()
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        door.close()
+    assert proc.returncode == 1 and json.loads(out)["repairs_published"] == 1, (out, err)
+    records = await read_topic(env.kafka, env.topic, lambda rs: len(rs) >= 1)
+    assert [(r.value["type"], r.value["data"]) for r in records] == [
+        ("user.created", {"id": user["id"], "erased": True})
+    ]
+    for secret in ("repair.leaver", "Repairgiven", "Leaverfam"):
+        assert secret not in json.dumps([r.value for r in records]), secret
