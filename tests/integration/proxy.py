@@ -69,3 +69,17 @@ class FreezableProxy:
         finally:
             if self._flowing.is_set():  # an end closed while flowing: pass the close on, as a network would
                 sink.close()
+
+
+async def splice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: tuple[str, int]) -> None:
+    """Forward an accepted connection to `target` both ways until either side closes (no freezing)."""
+    up_reader, up_writer = await asyncio.open_connection(*target)
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from . import test_relay
+from .proxy import splice
 from .test_relay import RelayProcess, assert_applies_in_order, by_key, fill_outbox, versions_seen, wait_published
 from .topics import TopicReader, read_to_the_end, read_topic
 
@@ -261,16 +262,7 @@ class Proxy:
             self._server.close()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await splice(reader, writer, self._target)
 
 
 async def test_a_batch_claimed_before_a_delete_and_held_through_an_outage_publishes_no_personal_data(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from .proxy import splice
 from .topics import read_topic
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -176,16 +176,7 @@ class KafkaDoor:
                 writer.transport.abort()
                 return
             await self.opened.wait()
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await splice(reader, writer, self.target)
 
 
 async def test_a_replay_held_by_a_kafka_outage_publishes_no_data_of_a_user_deleted_meanwhile(
