@@ -415,7 +415,7 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 async def test_a_held_deletion_keeps_the_person_in_their_teams_until_released(
-    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any
+    env: ConsumerEnv, pipeline: list[Any], scim: httpx.AsyncClient, tenant: TenantInfo, db: Any, api_url: str
 ) -> None:
     """A held deletion's team removals wait with it, while everyone else's group changes flow; the release sends
     them at the groups' next versions, so the workspace sees no gap."""
@@ -473,6 +473,13 @@ async def test_a_held_deletion_keeps_the_person_in_their_teams_until_released(
             }
             code, listing = _cli(env, "holds", "list", "--tenant", tenant.id)
             assert code == 1 and (listing[0]["people"], listing[0]["team_removals"]) == (1, 2), listing
+            admin = await signed_in(db, api_url, tenant.id)  # the tenant's admin is told the teams wait too
+            try:
+                shown = (await admin.get(f"/admin/tenants/{tenant.id}/health")).text
+                assert "Deprovisioning held: 1 person" in shown
+                assert "2 group memberships are kept in the directory's teams until then" in shown
+            finally:
+                await admin.aclose()
             # The SRE's routine repair neither counts the waiting team removals as drift nor sends them.
             code, report = _cli(env, "reconcile", "--tenant", tenant.id, "--fix")
             assert code == 0 and report["repairs_published"] == 0, report
